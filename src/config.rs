@@ -1,0 +1,301 @@
+//! Configuration from the environment (and `.env`), validated once at start.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::domain::{MchId, MerchantKey};
+
+/// A missing or malformed variable; the message names the variable and never its value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is unset or empty.
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set but cannot be used.
+    #[error("{var} is malformed: {reason}")]
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// What is wrong, without the secret value.
+        reason: String,
+    },
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var, reason: reason.into() }
+}
+
+/// The merchants this deployment accepts and their keys (several keys = rotation).
+#[derive(Debug, Clone, Default)]
+pub struct Merchants {
+    keys: HashMap<MchId, Vec<MerchantKey>>,
+}
+
+impl Merchants {
+    /// Parses `MCH_ID:KEY,MCH_ID:KEY`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
+        for (i, pair) in s.split(',').map(str::trim).enumerate() {
+            if pair.is_empty() {
+                continue;
+            }
+            let (id, key) = pair.split_once(':').ok_or_else(|| format!("entry {} is not MCH_ID:KEY", i + 1))?;
+            let id = MchId::parse(id.trim()).map_err(|e| format!("entry {}: {e}", i + 1))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("entry {} has an empty key", i + 1));
+            }
+            keys.entry(id).or_default().push(MerchantKey::new(key));
+        }
+        if keys.is_empty() {
+            return Err("no MCH_ID:KEY entries".into());
+        }
+        Ok(Self { keys })
+    }
+
+    /// Builds from explicit pairs (tests, demo).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
+        for (id, key) in pairs {
+            keys.entry(MchId::parse(id).expect("valid mch id")).or_default().push(MerchantKey::new(key));
+        }
+        Self { keys }
+    }
+
+    /// Every key valid for verifying the merchant's messages; `None` if the merchant is unknown.
+    pub fn keys(&self, mch_id: &str) -> Option<&[MerchantKey]> {
+        MchId::parse(mch_id).ok().and_then(|id| self.keys.get(&id)).map(Vec::as_slice)
+    }
+
+    /// The key that signs outgoing requests: the first one listed.
+    pub fn signing_key(&self, mch_id: &MchId) -> Option<&MerchantKey> {
+        self.keys.get(mch_id).and_then(|k| k.first())
+    }
+
+    /// Configured merchant ids.
+    pub fn ids(&self) -> impl Iterator<Item = &MchId> {
+        self.keys.keys()
+    }
+}
+
+/// A Standard Webhooks signing secret (`whsec_` + base64). Never printed.
+#[derive(Clone)]
+pub struct ForwardSecret(Vec<u8>);
+
+impl ForwardSecret {
+    /// Parses `whsec_<base64>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let b64 = s.trim().strip_prefix("whsec_").ok_or("must start with whsec_")?;
+        let key =
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "the part after whsec_ is not base64")?;
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        Ok(Self(key))
+    }
+
+    /// The decoded key bytes, for HMAC only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ForwardSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardSecret(<redacted>)")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL (may hold a password: never logged).
+    pub database_url: String,
+    /// Most database connections per process.
+    pub database_max_connections: u32,
+    /// HTTP bind address.
+    pub listen_addr: SocketAddr,
+    /// Accepted merchants and keys.
+    pub merchants: Merchants,
+    /// Base of the v3 API.
+    pub v3_api_url: String,
+    /// Base of the v2 API.
+    pub v2_api_url: String,
+    /// Internal endpoints receiving confirmed events.
+    pub forward_urls: Vec<String>,
+    /// Secret signing forwarded events; set whenever `forward_urls` is not empty.
+    pub forward_secret: Option<ForwardSecret>,
+    /// Zone of IOTPay's zone-less `paySuccTime`.
+    pub iotpay_time_zone: String,
+    /// Longest time a notification may wait for its database commit before answering 503.
+    pub store_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Defaults named in CONTRACT.md.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+/// Default v3 API base.
+pub const DEFAULT_V3_API_URL: &str = "https://ccapi.iotpaycloud.com/v3";
+/// Default v2 API base.
+pub const DEFAULT_V2_API_URL: &str = "https://api.iotpaycloud.com/v2";
+/// Default zone of `paySuccTime`: IOTPay is a Canadian gateway based in Ontario.
+pub const DEFAULT_TIME_ZONE: &str = "America/Toronto";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
+        }
+        let listen_addr = var("LISTEN_ADDR")
+            .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.into())
+            .parse()
+            .map_err(|_| invalid("LISTEN_ADDR", "expected HOST:PORT, e.g. 0.0.0.0:8080"))?;
+        let merchants = Merchants::parse(&var("IOTPAY_MERCHANTS").ok_or(ConfigError::Missing("IOTPAY_MERCHANTS"))?)
+            .map_err(|r| invalid("IOTPAY_MERCHANTS", r))?;
+        let v3_api_url = http_url("IOTPAY_V3_API_URL", var("IOTPAY_V3_API_URL"), DEFAULT_V3_API_URL)?;
+        let v2_api_url = http_url("IOTPAY_V2_API_URL", var("IOTPAY_V2_API_URL"), DEFAULT_V2_API_URL)?;
+        let forward_urls = var("FORWARD_URLS")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| http_url("FORWARD_URLS", Some(u.to_owned()), ""))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let forward_secret = var("FORWARD_SECRET")
+            .map(|s| ForwardSecret::parse(&s).map_err(|r| invalid("FORWARD_SECRET", r)))
+            .transpose()?;
+        if !forward_urls.is_empty() && forward_secret.is_none() {
+            return Err(ConfigError::Missing("FORWARD_SECRET"));
+        }
+        let iotpay_time_zone = var("IOTPAY_TIME_ZONE").unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
+        jiff::tz::TimeZone::get(&iotpay_time_zone)
+            .map_err(|_| invalid("IOTPAY_TIME_ZONE", "unknown IANA time zone"))?;
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(invalid("LOG_FORMAT", "expected text or json")),
+        };
+        Ok(Config {
+            database_url,
+            database_max_connections: number(&var, "DATABASE_MAX_CONNECTIONS", 10)?,
+            listen_addr,
+            merchants,
+            v3_api_url,
+            v2_api_url,
+            forward_urls,
+            forward_secret,
+            iotpay_time_zone,
+            store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
+            log_format,
+        })
+    }
+}
+
+/// Reads a positive whole number, or `default` when unset.
+pub fn number<T: std::str::FromStr + PartialOrd + Default>(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(s) => match s.parse::<T>() {
+            Ok(v) if v > T::default() => Ok(v),
+            _ => Err(invalid(name, "expected a positive whole number")),
+        },
+    }
+}
+
+fn http_url(var: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let url = value.unwrap_or_else(|| default.to_owned());
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => Err(invalid(var, "expected an http:// or https:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] =
+        [("DATABASE_URL", "postgres://u:pw@h/db"), ("IOTPAY_MERCHANTS", "100:k1,100:k2,200:k3")];
+
+    #[test]
+    fn defaults_apply() {
+        let c = from(&BASE).unwrap();
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.v3_api_url, DEFAULT_V3_API_URL);
+        assert_eq!(c.v2_api_url, DEFAULT_V2_API_URL);
+        assert!(c.forward_urls.is_empty());
+        assert_eq!(c.merchants.keys("100").unwrap().len(), 2);
+        assert_eq!(c.merchants.signing_key(&MchId::parse("100").unwrap()).unwrap().expose(), "k1");
+        assert!(c.merchants.keys("300").is_none());
+    }
+
+    #[test]
+    fn missing_and_malformed_variables_are_named() {
+        assert_eq!(from(&[]).unwrap_err(), ConfigError::Missing("DATABASE_URL"));
+        assert_eq!(from(&BASE[..1]).unwrap_err(), ConfigError::Missing("IOTPAY_MERCHANTS"));
+        let bad = |k: &'static str, v: &str| {
+            let mut p = BASE.to_vec();
+            p.push((k, v));
+            from(&p).unwrap_err()
+        };
+        assert!(matches!(bad("IOTPAY_MERCHANTS", "nocolon"), ConfigError::Invalid { var: "IOTPAY_MERCHANTS", .. }));
+        assert!(matches!(bad("LISTEN_ADDR", "nope"), ConfigError::Invalid { var: "LISTEN_ADDR", .. }));
+        assert!(matches!(bad("IOTPAY_V3_API_URL", "ftp://x"), ConfigError::Invalid { var: "IOTPAY_V3_API_URL", .. }));
+        assert_eq!(bad("FORWARD_URLS", "http://a/hook"), ConfigError::Missing("FORWARD_SECRET"));
+        assert!(matches!(bad("FORWARD_SECRET", "abc"), ConfigError::Invalid { var: "FORWARD_SECRET", .. }));
+        assert!(matches!(bad("IOTPAY_TIME_ZONE", "Mars/Base"), ConfigError::Invalid { var: "IOTPAY_TIME_ZONE", .. }));
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        let mut p = BASE.to_vec();
+        p.push(("FORWARD_SECRET", "whsec_!!notbase64SECRET"));
+        let msg = from(&p).unwrap_err().to_string();
+        assert!(!msg.contains("SECRET") || !msg.contains("notbase64"), "{msg}");
+        let msg = from(&[("DATABASE_URL", "mysql://u:pw@h"), BASE[1]]).unwrap_err().to_string();
+        assert!(!msg.contains("pw"), "{msg}");
+    }
+
+    #[test]
+    fn forward_secret_decodes() {
+        let s = ForwardSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(s.expose().len(), 24);
+        assert!(!format!("{s:?}").contains("MfKQ"));
+    }
+}

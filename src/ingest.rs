@@ -1,0 +1,243 @@
+//! Receive → verify → store: the `POST /iotpay/notify` handler and the domain step behind it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
+
+use crate::config::Merchants;
+use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
+use crate::store::{self, NewNotification, Recorded, StoreError};
+
+/// Largest notification body accepted (CONTRACT.md).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How a body is encoded, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`.
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+impl BodyKind {
+    /// Reads the content type; a missing one is told by the body's first byte.
+    pub fn from_headers(headers: &HeaderMap, body: &[u8]) -> Result<Self, IngestError> {
+        let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            return Ok(if first == Some(&b'{') { BodyKind::Json } else { BodyKind::Form });
+        };
+        let ct = ct.to_str().map_err(|_| IngestError::UnsupportedMediaType)?;
+        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(BodyKind::Json),
+            "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+            _ => Err(IngestError::UnsupportedMediaType),
+        }
+    }
+}
+
+/// Why a notification was not accepted; each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Content type other than JSON or form.
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    /// Body over [`MAX_BODY_BYTES`].
+    #[error("body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    /// The body could not be read from the connection.
+    #[error("body could not be read")]
+    BodyRead,
+    /// The body is not parseable.
+    #[error("unparseable body: {0}")]
+    Unparseable(#[from] ParamsError),
+    /// `sign` absent or not 32 hex characters.
+    #[error("sign missing or malformed")]
+    SignMalformed,
+    /// `mchId` absent.
+    #[error("mchId missing")]
+    MchIdMissing,
+    /// `mchId` not configured here.
+    #[error("merchant not configured")]
+    UnknownMerchant,
+    /// The sign does not match any key of the merchant.
+    #[error("sign does not verify")]
+    BadSign,
+    /// Signed, but a required field is missing or malformed.
+    #[error("{0}")]
+    Invalid(#[from] NotificationError),
+    /// The database could not commit; IOTPay will send again.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] StoreError),
+}
+
+impl IngestError {
+    /// The HTTP status for this error (CONTRACT.md).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyRead
+            | IngestError::Unparseable(_)
+            | IngestError::SignMalformed
+            | IngestError::MchIdMissing
+            | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnknownMerchant | IngestError::BadSign => StatusCode::UNAUTHORIZED,
+            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            IngestError::UnsupportedMediaType => "unsupported_media_type",
+            IngestError::TooLarge => "too_large",
+            IngestError::BodyRead => "body_unreadable",
+            IngestError::Unparseable(_) => "unparseable",
+            IngestError::SignMalformed => "sign_malformed",
+            IngestError::MchIdMissing => "mch_id_missing",
+            IngestError::UnknownMerchant => "unknown_merchant",
+            IngestError::BadSign => "bad_sign",
+            IngestError::Invalid(_) => "invalid",
+            IngestError::Unavailable(_) => "db_unavailable",
+        }
+    }
+}
+
+/// A notification that is verified and durably committed.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The normalized notification.
+    pub notification: Notification,
+    /// What the store did.
+    pub recorded: Recorded,
+}
+
+/// The ingest step's dependencies.
+#[derive(Clone)]
+pub struct Ingest {
+    pool: PgPool,
+    merchants: Arc<Merchants>,
+    time_zone: jiff::tz::TimeZone,
+    store_timeout: Duration,
+}
+
+impl Ingest {
+    /// Builds the ingest step.
+    pub fn new(
+        pool: PgPool,
+        merchants: Arc<Merchants>,
+        time_zone: jiff::tz::TimeZone,
+        store_timeout: Duration,
+    ) -> Self {
+        Self { pool, merchants, time_zone, store_timeout }
+    }
+
+    /// Parses, verifies and stores one notification; returns only after the commit.
+    pub async fn accept(
+        &self,
+        kind: BodyKind,
+        body: &[u8],
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Accepted, IngestError> {
+        let mut params = match kind {
+            BodyKind::Json => Params::from_json(body)?,
+            BodyKind::Form => Params::from_form(body)?,
+        };
+        let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
+        if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(IngestError::SignMalformed);
+        }
+        let mch_id = params.text("mchId").ok_or(IngestError::MchIdMissing)?;
+        let keys = self.merchants.keys(mch_id).ok_or(IngestError::UnknownMerchant)?;
+        if !sign::verify(&params, received_sign, keys) {
+            return Err(IngestError::BadSign);
+        }
+        // Masking happens after verification (the sign covers what was sent) and before
+        // anything is stored or logged.
+        iotpay::mask_card_numbers(&mut params);
+        let notification = Notification::from_params(&params)?;
+        let pay_succ_at = notification
+            .pay_succ_time
+            .as_deref()
+            .and_then(|raw| iotpay::notification::resolve_time(raw, &self.time_zone));
+        let new = NewNotification {
+            notification: &notification,
+            fields: params.to_json(),
+            remote_addr: remote_addr.map(|a| a.ip().to_string()),
+            pay_succ_at,
+        };
+        let recorded = tokio::time::timeout(self.store_timeout, store::record_notification(&self.pool, &new))
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        Ok(Accepted { notification, recorded })
+    }
+}
+
+/// `POST /iotpay/notify`: answers `SUCCESS` only once the notification is committed.
+pub async fn notify(
+    State(ingest): State<Ingest>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = match body {
+        Ok(body) => match BodyKind::from_headers(&headers, &body) {
+            Ok(kind) => ingest.accept(kind, &body, Some(remote)).await,
+            Err(e) => Err(e),
+        },
+        Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
+        Err(_) => Err(IngestError::BodyRead),
+    };
+    let latency = started.elapsed();
+    let outcome = match &result {
+        Ok(a) if a.recorded.inserted => "stored",
+        Ok(_) => "duplicate",
+        Err(e) => e.outcome(),
+    };
+    metrics::counter!("iotpay_notifications_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("iotpay_notify_duration_seconds", "outcome" => outcome).record(latency.as_secs_f64());
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match result {
+        Ok(a) => {
+            if a.recorded.differs_from_stored {
+                metrics::counter!("iotpay_notification_mismatches_total").increment(1);
+                tracing::warn!(event_id = %a.recorded.event_id, "repeat notification differs from the stored event; the stored event is kept and the confirmation query decides");
+            }
+            tracing::info!(
+                mch_id = %a.notification.mch_id,
+                pay_order_id = %a.notification.pay_order_id,
+                event_id = %a.recorded.event_id,
+                event_type = %a.notification.event_type,
+                notification_count = a.recorded.notification_count,
+                remote = %remote.ip(),
+                outcome,
+                latency_ms,
+                "notification accepted"
+            );
+            (StatusCode::OK, "SUCCESS").into_response()
+        }
+        Err(e) => {
+            let status = e.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(remote = %remote.ip(), outcome, latency_ms, error = %e, "notification not stored");
+            } else {
+                tracing::warn!(remote = %remote.ip(), outcome, latency_ms, error = %e, "notification refused");
+            }
+            (status, "FAIL").into_response()
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
+    matches!(e, axum::extract::rejection::FailedToBufferBody::LengthLimitError(_))
+}

@@ -1,0 +1,16 @@
+//! iotpay-notify: receives IOTPay notifications, verifies their sign, stores them idempotently,
+//! confirms them with IOTPay's query API and publishes normalized events.
+//!
+//! The modules follow the flow: [`ingest`] (receive, verify via [`iotpay`]) → [`store`].
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod ingest;
+pub mod iotpay;
+pub mod store;
+pub mod telemetry;
+pub mod testing;

@@ -1,0 +1,111 @@
+//! Tests of the `iotpay-notify` binary itself: configuration errors, logs, graceful shutdown.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use iotpay_notify::testing::TestDatabase;
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
+    // No inherited configuration, and no .env file in the working directory.
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
+    cmd
+}
+
+#[test]
+fn missing_variable_is_named_in_one_line() {
+    let out = binary().arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+
+    let out = binary()
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://u@127.0.0.1/db")
+        .env("IOTPAY_MERCHANTS", "100:SECRETKEY123,broken")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("IOTPAY_MERCHANTS") && !err.contains("SECRETKEY123"), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
+    let db = TestDatabase::create().await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("iotpay-notify-log-{}", uuid_like()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = binary()
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("IOTPAY_MERCHANTS", merchants_env())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client
+        .post(format!("{base}/iotpay/notify"))
+        .header("content-type", "application/json")
+        .body(signed(v3_pay("PBIN", 100), KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "SUCCESS");
+    client
+        .post(format!("{base}/iotpay/notify"))
+        .header("content-type", "application/json")
+        .body(signed(v3_pay("PBIN2", 100), "WRONGKEY"))
+        .send()
+        .await
+        .unwrap();
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    for secret in [KEY, ROTATED_KEY, OTHER_KEY] {
+        assert!(!logs.contains(secret), "a merchant key appears in the logs");
+    }
+    let lines: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"))).collect();
+    let accepted =
+        lines.iter().find(|l| l["message"] == "notification accepted").expect("a log line for the notification");
+    assert_eq!(accepted["mch_id"], MCH);
+    assert_eq!(accepted["pay_order_id"], "PBIN");
+    assert_eq!(accepted["outcome"], "stored");
+    assert!(accepted["latency_ms"].is_number());
+    assert!(lines.iter().any(|l| l["outcome"] == "bad_sign"));
+}
+
+fn uuid_like() -> String {
+    format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
+}
