@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod forward;
 pub mod ingest;
 pub mod iotpay;
 pub mod store;

@@ -1,0 +1,3 @@
+//! Forwarding confirmed events to internal endpoints (Standard Webhooks).
+
+pub mod signature;
