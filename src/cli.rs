@@ -97,8 +97,12 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
         tracing::info!("shutdown requested: finishing in-flight requests");
         signal.cancel();
     });
+    // Background workers run until `shutdown` is cancelled; each adds itself here.
+    let workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     app.serve(async move { stop.cancelled().await }).await?;
+    shutdown.cancel();
+    workers.join_all().await;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
