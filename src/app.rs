@@ -71,7 +71,13 @@ impl App {
     pub async fn bind(config: &Config, pool: PgPool) -> std::io::Result<Self> {
         let zone = jiff::tz::TimeZone::get(&config.iotpay_time_zone)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let ingest = Ingest::new(pool.clone(), Arc::new(config.merchants.clone()), zone, config.store_timeout);
+        let ingest = Ingest::new(
+            pool.clone(),
+            Arc::new(config.merchants.clone()),
+            zone,
+            config.store_timeout,
+            config.ingest_batch,
+        );
         let state = AppState { ingest, pool, metrics: telemetry::metrics_handle() };
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { listener, router: router(state) })

@@ -142,6 +142,8 @@ pub struct Config {
     pub iotpay_time_zone: String,
     /// Longest time a notification may wait for its database commit before answering 503.
     pub store_timeout: Duration,
+    /// Group commit of notifications.
+    pub ingest_batch: crate::ingest::batch::BatchSettings,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -211,6 +213,11 @@ impl Config {
             forward_secret,
             iotpay_time_zone,
             store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
+            ingest_batch: crate::ingest::batch::BatchSettings {
+                max_batch: number(&var, "INGEST_BATCH_MAX", 64)?,
+                max_wait: Duration::from_micros(number(&var, "INGEST_BATCH_WAIT_US", 200)?),
+                writers: number(&var, "INGEST_BATCH_WRITERS", 4)?,
+            },
             log_format,
         })
     }

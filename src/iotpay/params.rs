@@ -71,6 +71,9 @@ pub enum ParamsError {
     /// Too many fields.
     #[error("more than {MAX_PARAMS} fields")]
     TooMany,
+    /// A value contains a NUL character, which no database text column can hold.
+    #[error("field `{0}` contains a NUL character")]
+    Nul(String),
 }
 
 /// Parameters of one message, unique by name, in the order received.
@@ -134,6 +137,11 @@ impl Params {
         }
         if self.get(&name).is_some() {
             return Err(ParamsError::Duplicate(name));
+        }
+        // Postgres text and jsonb cannot store U+0000: refusing it here turns what would be a
+        // permanent 503 (and endless re-sends) into a clear 400.
+        if value.as_text().contains('\0') {
+            return Err(ParamsError::Nul(name));
         }
         self.fields.push((name, value));
         Ok(())
@@ -248,6 +256,7 @@ mod tests {
         assert_eq!(Params::from_json(br#"{"a":[1]}"#), Err(ParamsError::Nested("a".into())));
         assert_eq!(Params::from_json(br#"{"a":1,"a":2}"#), Err(ParamsError::Duplicate("a".into())));
         assert_eq!(Params::from_json(br#"{"":1}"#), Err(ParamsError::Name));
+        assert_eq!(Params::from_json(br#"{"a":"x\u0000y"}"#), Err(ParamsError::Nul("a".into())));
     }
 
     #[test]
@@ -265,6 +274,7 @@ mod tests {
         assert_eq!(Params::from_form(b"a=1&a=2"), Err(ParamsError::Duplicate("a".into())));
         assert_eq!(Params::from_form(b"a=%ff"), Err(ParamsError::Encoding));
         assert_eq!(Params::from_form(b"=1"), Err(ParamsError::Name));
+        assert_eq!(Params::from_form(b"a=x%00"), Err(ParamsError::Nul("a".into())));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! `payment_events` and `notifications`: the idempotent write of one verified notification.
+//! `payment_events` and `notifications`: the idempotent, set-based write of verified notifications.
 
+use std::collections::HashMap;
+
+use serde_json::json;
 use sqlx::{PgPool, Row};
 
 use super::StoreError;
@@ -7,10 +10,10 @@ use crate::domain::{Cents, EventId};
 use crate::iotpay::Notification;
 
 /// One verified notification, ready to store.
-#[derive(Debug)]
-pub struct NewNotification<'a> {
+#[derive(Debug, Clone)]
+pub struct NewNotification {
     /// The normalized content.
-    pub notification: &'a Notification,
+    pub notification: Notification,
     /// Every received field (card numbers masked, `sign` included) as a JSON object.
     pub fields: serde_json::Value,
     /// The sender's address.
@@ -32,66 +35,133 @@ pub struct Recorded {
     pub differs_from_stored: bool,
 }
 
-/// Appends the notification and upserts its event, in one statement (one transaction):
-/// created `pending` on first sight, `notification_count` incremented on every repeat.
-pub async fn record_notification(pool: &PgPool, new: &NewNotification<'_>) -> Result<Recorded, StoreError> {
-    let n = new.notification;
-    let event_id = n.event_id();
-    let row = sqlx::query(
+/// Stores one notification (a batch of one).
+pub async fn record_notification(pool: &PgPool, new: &NewNotification) -> Result<Recorded, StoreError> {
+    let mut out = record_batch(pool, std::slice::from_ref(new)).await?;
+    Ok(out.pop().expect("one result per input"))
+}
+
+/// Stores notifications in ONE statement (one transaction, one round trip): every notification
+/// appended, every event upserted — created `pending` on first sight, `notification_count`
+/// incremented by however many of its notifications arrived. Results are in input order.
+///
+/// Repeats of one event inside the batch are folded into one row first, since an upsert cannot
+/// touch the same row twice in one statement; rows are written in `event_id` order so concurrent
+/// batches lock shared rows in the same order and cannot deadlock.
+pub async fn record_batch(pool: &PgPool, batch: &[NewNotification]) -> Result<Vec<Recorded>, StoreError> {
+    let ids: Vec<EventId> = batch.iter().map(|n| n.notification.event_id()).collect();
+    let mut repeats: HashMap<&str, i32> = HashMap::new();
+    for id in &ids {
+        *repeats.entry(id.as_str()).or_default() += 1;
+    }
+    let mut firsts: Vec<usize> = Vec::with_capacity(repeats.len());
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].iter().all(|earlier| earlier != id) {
+            firsts.push(i);
+        }
+    }
+    firsts.sort_by(|a, b| ids[*a].as_str().cmp(ids[*b].as_str()));
+    let events: Vec<serde_json::Value> =
+        firsts.iter().map(|&i| event_row(&ids[i], &batch[i], repeats[ids[i].as_str()])).collect();
+    let notifications: Vec<serde_json::Value> = batch
+        .iter()
+        .zip(&ids)
+        .map(|(n, id)| {
+            json!({
+                "event_id": id.as_str(),
+                "remote_addr": n.remote_addr,
+                "api_version": n.notification.api_version.as_str(),
+                "fields": n.fields,
+            })
+        })
+        .collect();
+
+    let rows = sqlx::query(
         r#"
         WITH ev AS (
             INSERT INTO payment_events (
                 event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, original_order_id,
                 amount, currency, iotpay_status, pay_type, refundable, pay_succ_time_raw, pay_succ_at,
-                card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::timestamptz,
-                    $15, $16, $17, $18, $19, $20, $21)
+                card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, notification_count)
+            SELECT event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, original_order_id,
+                   amount, currency, iotpay_status, pay_type, refundable, pay_succ_time_raw, pay_succ_at,
+                   card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, repeats
+            FROM jsonb_to_recordset($1) AS r(
+                event_id text, event_type text, api_version text, mch_id text, mch_order_no text,
+                pay_order_id text, original_order_id text, amount bigint, currency text,
+                iotpay_status integer, pay_type text, refundable bigint, pay_succ_time_raw text,
+                pay_succ_at timestamptz, card_num text, card_type text, expiry_date text, channel text,
+                invoice_num text, auth_num text, trans_num text, repeats integer)
+            ORDER BY event_id
             ON CONFLICT (event_id) DO UPDATE
-               SET notification_count = payment_events.notification_count + 1,
+               SET notification_count = payment_events.notification_count + EXCLUDED.notification_count,
                    last_notified_at = now(),
                    updated_at = now()
             RETURNING event_id, (xmax = 0) AS inserted, notification_count,
                       amount, currency, mch_order_no, original_order_id
         ), logged AS (
             INSERT INTO notifications (event_id, remote_addr, api_version, fields)
-            SELECT event_id, $22, $3, $23 FROM ev
-            RETURNING id
+            SELECT event_id, remote_addr, api_version, fields
+            FROM jsonb_to_recordset($2) AS n(event_id text, remote_addr text, api_version text, fields jsonb)
         )
-        SELECT ev.*, logged.id AS notification_id FROM ev, logged
+        SELECT * FROM ev
         "#,
     )
-    .bind(event_id.as_str())
-    .bind(n.event_type.as_str())
-    .bind(n.api_version.as_str())
-    .bind(n.mch_id.as_str())
-    .bind(n.mch_order_no.as_str())
-    .bind(n.pay_order_id.as_str())
-    .bind(n.original_order_id.as_ref().map(|o| o.as_str()))
-    .bind(n.amount.get())
-    .bind(n.currency.as_str())
-    .bind(n.iotpay_status as i32)
-    .bind(n.pay_type.as_deref())
-    .bind(n.refundable.map(Cents::get))
-    .bind(n.pay_succ_time.as_deref())
-    .bind(new.pay_succ_at.as_deref())
-    .bind(n.card_num.as_deref())
-    .bind(n.card_type.as_deref())
-    .bind(n.expiry_date.as_deref())
-    .bind(n.channel.as_deref())
-    .bind(n.invoice_num.as_deref())
-    .bind(n.auth_num.as_deref())
-    .bind(n.trans_num.as_deref())
-    .bind(new.remote_addr.as_deref())
-    .bind(&new.fields)
-    .fetch_one(pool)
+    .bind(serde_json::Value::Array(events))
+    .bind(serde_json::Value::Array(notifications))
+    .fetch_all(pool)
     .await?;
 
-    let inserted: bool = row.try_get("inserted")?;
-    let differs_from_stored = !inserted
-        && (row.try_get::<i64, _>("amount")? != n.amount.get()
-            || row.try_get::<String, _>("currency")? != n.currency.as_str()
-            || row.try_get::<String, _>("mch_order_no")? != n.mch_order_no.as_str()
-            || row.try_get::<Option<String>, _>("original_order_id")?.as_deref()
-                != n.original_order_id.as_ref().map(|o| o.as_str()));
-    Ok(Recorded { event_id, inserted, notification_count: row.try_get("notification_count")?, differs_from_stored })
+    let mut stored: HashMap<String, sqlx::postgres::PgRow> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        stored.insert(row.try_get("event_id")?, row);
+    }
+    let mut seen: HashMap<&str, i32> = HashMap::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for (new, id) in batch.iter().zip(&ids) {
+        let row = stored.get(id.as_str()).ok_or_else(|| sqlx::Error::RowNotFound)?;
+        let nth = seen.entry(id.as_str()).or_default();
+        *nth += 1;
+        let total: i32 = row.try_get("notification_count")?;
+        // The k-th of n repeats in this batch sees the count as if they had arrived one by one.
+        let notification_count = total - repeats[id.as_str()] + *nth;
+        let inserted = row.try_get::<bool, _>("inserted")? && *nth == 1;
+        let n = &new.notification;
+        let differs_from_stored = !inserted
+            && (row.try_get::<i64, _>("amount")? != n.amount.get()
+                || row.try_get::<String, _>("currency")? != n.currency.as_str()
+                || row.try_get::<String, _>("mch_order_no")? != n.mch_order_no.as_str()
+                || row.try_get::<Option<String>, _>("original_order_id")?.as_deref()
+                    != n.original_order_id.as_ref().map(|o| o.as_str()));
+        out.push(Recorded { event_id: id.clone(), inserted, notification_count, differs_from_stored });
+    }
+    Ok(out)
+}
+
+fn event_row(id: &EventId, new: &NewNotification, repeats: i32) -> serde_json::Value {
+    let n = &new.notification;
+    json!({
+        "event_id": id.as_str(),
+        "event_type": n.event_type.as_str(),
+        "api_version": n.api_version.as_str(),
+        "mch_id": n.mch_id.as_str(),
+        "mch_order_no": n.mch_order_no.as_str(),
+        "pay_order_id": n.pay_order_id.as_str(),
+        "original_order_id": n.original_order_id.as_ref().map(|o| o.as_str()),
+        "amount": n.amount.get(),
+        "currency": n.currency.as_str(),
+        "iotpay_status": n.iotpay_status,
+        "pay_type": n.pay_type,
+        "refundable": n.refundable.map(Cents::get),
+        "pay_succ_time_raw": n.pay_succ_time,
+        "pay_succ_at": new.pay_succ_at,
+        "card_num": n.card_num,
+        "card_type": n.card_type,
+        "expiry_date": n.expiry_date,
+        "channel": n.channel,
+        "invoice_num": n.invoice_num,
+        "auth_num": n.auth_num,
+        "trans_num": n.trans_num,
+        "repeats": repeats,
+    })
 }

@@ -9,7 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-pub use events::{record_notification, NewNotification, Recorded};
+pub use events::{record_batch, record_notification, NewNotification, Recorded};
 
 /// The embedded migrations under `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -20,6 +20,9 @@ pub enum StoreError {
     /// The database did not answer in time.
     #[error("database timed out")]
     Timeout,
+    /// The writer is shutting down.
+    #[error("store is shutting down")]
+    Closed,
     /// The database refused or failed the operation.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

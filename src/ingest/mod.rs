@@ -1,5 +1,7 @@
 //! Receive → verify → store: the `POST /iotpay/notify` handler and the domain step behind it.
 
+pub mod batch;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ use sqlx::PgPool;
 
 use crate::config::Merchants;
 use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
-use crate::store::{self, NewNotification, Recorded, StoreError};
+use crate::store::{NewNotification, Recorded, StoreError};
+use batch::{BatchSettings, Batcher};
 
 /// Largest notification body accepted (CONTRACT.md).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -124,21 +127,22 @@ pub struct Accepted {
 /// The ingest step's dependencies.
 #[derive(Clone)]
 pub struct Ingest {
-    pool: PgPool,
+    batcher: Batcher,
     merchants: Arc<Merchants>,
     time_zone: jiff::tz::TimeZone,
     store_timeout: Duration,
 }
 
 impl Ingest {
-    /// Builds the ingest step.
+    /// Builds the ingest step and starts its group-commit writers.
     pub fn new(
         pool: PgPool,
         merchants: Arc<Merchants>,
         time_zone: jiff::tz::TimeZone,
         store_timeout: Duration,
+        batch: BatchSettings,
     ) -> Self {
-        Self { pool, merchants, time_zone, store_timeout }
+        Self { batcher: Batcher::start(pool, batch), merchants, time_zone, store_timeout }
     }
 
     /// Parses, verifies and stores one notification; returns only after the commit.
@@ -170,12 +174,13 @@ impl Ingest {
             .as_deref()
             .and_then(|raw| iotpay::notification::resolve_time(raw, &self.time_zone));
         let new = NewNotification {
-            notification: &notification,
+            notification: notification.clone(),
             fields: params.to_json(),
             remote_addr: remote_addr.map(|a| a.ip().to_string()),
             pay_succ_at,
         };
-        let recorded = tokio::time::timeout(self.store_timeout, store::record_notification(&self.pool, &new))
+        // On timeout the write may still commit later; IOTPay's re-send is then a counted repeat.
+        let recorded = tokio::time::timeout(self.store_timeout, self.batcher.record(new))
             .await
             .map_err(|_| StoreError::Timeout)??;
         Ok(Accepted { notification, recorded })

@@ -1,0 +1,114 @@
+//! Group commit: batches fold repeats correctly and isolate a bad row.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use iotpay_notify::ingest::batch::{BatchSettings, Batcher};
+use iotpay_notify::iotpay::{Notification, Params};
+use iotpay_notify::store::{self, NewNotification};
+use iotpay_notify::testing::TestDatabase;
+use serde_json::json;
+
+fn new_notification(pay_order_id: &str, amount: i64) -> NewNotification {
+    let body = signed(v3_pay(pay_order_id, amount), KEY);
+    let params = Params::from_json(body.as_bytes()).unwrap();
+    NewNotification {
+        notification: Notification::from_params(&params).unwrap(),
+        fields: params.to_json(),
+        remote_addr: Some("127.0.0.1".into()),
+        pay_succ_at: None,
+    }
+}
+
+#[tokio::test]
+async fn repeats_inside_one_batch_count_like_sequential_arrivals() {
+    let db = TestDatabase::create().await;
+    let batch = vec![
+        new_notification("A", 100),
+        new_notification("B", 200),
+        new_notification("A", 100),
+        new_notification("A", 100),
+    ];
+    let results = store::record_batch(&db.pool, &batch).await.unwrap();
+    let view: Vec<(bool, i32)> = results.iter().map(|r| (r.inserted, r.notification_count)).collect();
+    assert_eq!(view, vec![(true, 1), (true, 1), (false, 2), (false, 3)]);
+    assert_eq!(results[0].event_id, results[2].event_id);
+
+    // A later batch continues the count.
+    let results = store::record_batch(&db.pool, &[new_notification("A", 100)]).await.unwrap();
+    assert_eq!((results[0].inserted, results[0].notification_count), (false, 4));
+    let counts: Vec<(String, i32)> =
+        sqlx::query_as("SELECT pay_order_id, notification_count FROM payment_events ORDER BY pay_order_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(counts, vec![("A".into(), 4), ("B".into(), 1)]);
+    assert_eq!(count(&db.pool, "notifications").await, 5);
+}
+
+#[tokio::test]
+async fn repeat_with_different_amount_is_flagged_and_stored_event_kept() {
+    let db = TestDatabase::create().await;
+    store::record_batch(&db.pool, &[new_notification("A", 100)]).await.unwrap();
+    let r = store::record_batch(&db.pool, &[new_notification("A", 999)]).await.unwrap();
+    assert!(r[0].differs_from_stored);
+    let amount: i64 = sqlx::query_scalar("SELECT amount FROM payment_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(amount, 100);
+}
+
+#[tokio::test]
+async fn one_bad_row_does_not_fail_its_batch_neighbours() {
+    let db = TestDatabase::create().await;
+    // A long gathering window puts all five in one batch.
+    let batcher = Batcher::start(
+        db.pool.clone(),
+        BatchSettings { max_batch: 64, max_wait: Duration::from_millis(200), writers: 1 },
+    );
+    let mut bad = new_notification("BAD", 100);
+    // jsonb cannot hold U+0000: the database refuses this row (the parser never lets one through).
+    bad.fields["evil"] = json!("x\u{0000}y");
+    let jobs = vec![
+        new_notification("G1", 1),
+        new_notification("G2", 2),
+        bad,
+        new_notification("G3", 3),
+        new_notification("G1", 1),
+    ];
+    let results = futures::future::join_all(jobs.into_iter().map(|n| {
+        let b = batcher.clone();
+        async move { b.record(n).await }
+    }))
+    .await;
+    assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok() && results[4].is_ok(), "{results:?}");
+    assert!(results[2].is_err(), "the bad row reports its own failure");
+    let stored: Vec<(String, i32)> =
+        sqlx::query_as("SELECT pay_order_id, notification_count FROM payment_events ORDER BY pay_order_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, vec![("G1".into(), 2), ("G2".into(), 1), ("G3".into(), 1)]);
+}
+
+#[tokio::test]
+async fn concurrent_burst_of_distinct_and_repeated_notifications() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(&db).await;
+    // 50 distinct events, each sent 4 times, all at once.
+    let bodies: Vec<String> =
+        (0..200).map(|i| signed(v3_pay(&format!("P{}", i % 50), 100 + (i % 50) as i64), KEY)).collect();
+    let statuses = futures::future::join_all(bodies.into_iter().map(|b| {
+        let req = app.client.post(app.url("/iotpay/notify")).header("content-type", "application/json").body(b);
+        async move { req.send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(count(&db.pool, "payment_events").await, 50);
+    assert_eq!(count(&db.pool, "notifications").await, 200);
+    let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE notification_count <> 4")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0);
+}
