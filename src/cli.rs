@@ -30,6 +30,34 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Load-test a running service's `POST /iotpay/notify` and print throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Base URL of the service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// `MCH_ID:KEY` the service accepts (default: the first entry of IOTPAY_MERCHANTS).
+    #[arg(long)]
+    pub merchant: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub concurrency: usize,
+    /// Total requests.
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    pub count: usize,
+    /// Longest run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Share of requests repeating an earlier notification (0..1).
+    #[arg(long, default_value_t = 0.1)]
+    pub repeat_share: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Entry point of the binary.
@@ -65,6 +93,7 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate } => serve(no_migrate).await,
+        Command::Bench(args) => bench(args).await,
         Command::Migrate => {
             let config = Config::from_env()?;
             telemetry::init_logs(config.log_format);
@@ -105,6 +134,33 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     workers.join_all().await;
     pool.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let merchant = match args.merchant {
+        Some(m) => m,
+        None => std::env::var("IOTPAY_MERCHANTS")
+            .ok()
+            .and_then(|m| m.split(',').next().map(str::to_owned))
+            .ok_or_else(|| anyhow::anyhow!("--merchant MCH_ID:KEY or IOTPAY_MERCHANTS is required"))?,
+    };
+    let (mch_id, key) = merchant.split_once(':').ok_or_else(|| anyhow::anyhow!("--merchant must be MCH_ID:KEY"))?;
+    let plan = crate::bench::BenchPlan {
+        base_url: args.url,
+        mch_id: mch_id.trim().to_owned(),
+        key: crate::domain::MerchantKey::new(key.trim()),
+        concurrency: args.concurrency,
+        count: args.count,
+        duration: std::time::Duration::from_secs(args.duration),
+        repeat_share: args.repeat_share,
+    };
+    let report = crate::bench::run(&plan).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
     Ok(())
 }
 
