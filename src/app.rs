@@ -5,17 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::BoxError;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::ingest::guard::Guard;
 use crate::ingest::{self, Ingest, MAX_BODY_BYTES};
 use crate::{store, telemetry};
 
@@ -37,15 +41,45 @@ impl FromRef<AppState> for Ingest {
 }
 
 /// Builds the router with every route of CONTRACT.md.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, limits: RouteLimits) -> Router {
+    let notify = post(ingest::notify).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(refused))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent_requests)
+            .timeout(limits.request_timeout),
+    );
     Router::new()
-        .route("/iotpay/notify", post(ingest::notify))
+        .route("/iotpay/notify", notify)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Limits on the notify route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLimits {
+    /// Longest request, body upload included.
+    pub request_timeout: Duration,
+    /// Most requests in progress; more are shed.
+    pub max_concurrent_requests: usize,
+}
+
+/// Requests refused by the route's limits, in the route's own answer format.
+async fn refused(error: BoxError) -> (StatusCode, &'static str) {
+    let (status, outcome) = if error.is::<tower::timeout::error::Elapsed>() {
+        (StatusCode::REQUEST_TIMEOUT, "timeout")
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "refused")
+    };
+    metrics::counter!("iotpay_notifications_total", "outcome" => outcome).increment(1);
+    tracing::warn!(outcome, "notification refused by route limits");
+    (status, "FAIL")
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -77,10 +111,15 @@ impl App {
             zone,
             config.store_timeout,
             config.ingest_batch,
+            Guard::new(config.guard.clone()),
         );
         let state = AppState { ingest, pool, metrics: telemetry::metrics_handle() };
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self { listener, router: router(state) })
+        let limits = RouteLimits {
+            request_timeout: config.request_timeout,
+            max_concurrent_requests: config.max_concurrent_requests,
+        };
+        Ok(Self { listener, router: router(state, limits) })
     }
 
     /// The bound address.

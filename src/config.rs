@@ -142,6 +142,12 @@ pub struct Config {
     pub iotpay_time_zone: String,
     /// Longest time a notification may wait for its database commit before answering 503.
     pub store_timeout: Duration,
+    /// Allowlist, trusted proxies and failure budget of the notify route.
+    pub guard: crate::ingest::guard::GuardSettings,
+    /// Longest a notify request may take, body upload included (slow senders get 408).
+    pub request_timeout: Duration,
+    /// Most notify requests in progress at once; more are shed with 503 (IOTPay re-sends).
+    pub max_concurrent_requests: usize,
     /// Group commit of notifications.
     pub ingest_batch: crate::ingest::batch::BatchSettings,
     /// Log format.
@@ -213,6 +219,18 @@ impl Config {
             forward_secret,
             iotpay_time_zone,
             store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
+            guard: crate::ingest::guard::GuardSettings {
+                allowed: networks(&var, "NOTIFY_ALLOWED_CIDRS")?,
+                trusted_proxies: networks(&var, "NOTIFY_TRUSTED_PROXIES")?,
+                failures_per_minute: match var("NOTIFY_FAILURES_PER_MINUTE") {
+                    None => 60,
+                    Some(v) => {
+                        v.parse().map_err(|_| invalid("NOTIFY_FAILURES_PER_MINUTE", "expected a whole number"))?
+                    }
+                },
+            },
+            request_timeout: Duration::from_millis(number(&var, "NOTIFY_REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: number(&var, "NOTIFY_MAX_CONCURRENT_REQUESTS", 1024)?,
             ingest_batch: crate::ingest::batch::BatchSettings {
                 max_batch: number(&var, "INGEST_BATCH_MAX", 64)?,
                 max_wait: Duration::from_micros(number(&var, "INGEST_BATCH_WAIT_US", 200)?),
@@ -236,6 +254,13 @@ pub fn number<T: std::str::FromStr + PartialOrd + Default>(
             _ => Err(invalid(name, "expected a positive whole number")),
         },
     }
+}
+
+fn networks(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    var(name).map_or(Ok(Vec::new()), |v| crate::ingest::guard::parse_networks(&v).map_err(|r| invalid(name, r)))
 }
 
 fn http_url(var: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
@@ -287,6 +312,11 @@ mod tests {
         assert_eq!(bad("FORWARD_URLS", "http://a/hook"), ConfigError::Missing("FORWARD_SECRET"));
         assert!(matches!(bad("FORWARD_SECRET", "abc"), ConfigError::Invalid { var: "FORWARD_SECRET", .. }));
         assert!(matches!(bad("IOTPAY_TIME_ZONE", "Mars/Base"), ConfigError::Invalid { var: "IOTPAY_TIME_ZONE", .. }));
+        assert!(matches!(
+            bad("NOTIFY_ALLOWED_CIDRS", "10.0.0.0/33"),
+            ConfigError::Invalid { var: "NOTIFY_ALLOWED_CIDRS", .. }
+        ));
+        assert!(matches!(bad("INGEST_BATCH_MAX", "0"), ConfigError::Invalid { var: "INGEST_BATCH_MAX", .. }));
     }
 
     #[test]

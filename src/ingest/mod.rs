@@ -1,8 +1,9 @@
 //! Receive → verify → store: the `POST /iotpay/notify` handler and the domain step behind it.
 
 pub mod batch;
+pub mod guard;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::config::Merchants;
 use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
 use crate::store::{NewNotification, Recorded, StoreError};
 use batch::{BatchSettings, Batcher};
+use guard::{Guard, GuardError};
 
 /// Largest notification body accepted (CONTRACT.md).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -77,6 +79,9 @@ pub enum IngestError {
     /// Signed, but a required field is missing or malformed.
     #[error("{0}")]
     Invalid(#[from] NotificationError),
+    /// Refused before reading: source not allowed, or out of failure budget.
+    #[error("{0}")]
+    Guarded(#[from] GuardError),
     /// The database could not commit; IOTPay will send again.
     #[error("database unavailable: {0}")]
     Unavailable(#[from] StoreError),
@@ -94,6 +99,8 @@ impl IngestError {
             | IngestError::MchIdMissing
             | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
             IngestError::UnknownMerchant | IngestError::BadSign => StatusCode::UNAUTHORIZED,
+            IngestError::Guarded(GuardError::NotAllowed) => StatusCode::FORBIDDEN,
+            IngestError::Guarded(GuardError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -110,8 +117,15 @@ impl IngestError {
             IngestError::UnknownMerchant => "unknown_merchant",
             IngestError::BadSign => "bad_sign",
             IngestError::Invalid(_) => "invalid",
+            IngestError::Guarded(GuardError::NotAllowed) => "source_not_allowed",
+            IngestError::Guarded(GuardError::RateLimited) => "rate_limited",
             IngestError::Unavailable(_) => "db_unavailable",
         }
+    }
+
+    /// True for the client's own faults, which spend its address's failure budget.
+    pub fn is_client_failure(&self) -> bool {
+        !matches!(self, IngestError::Unavailable(_) | IngestError::Guarded(_))
     }
 }
 
@@ -131,6 +145,7 @@ pub struct Ingest {
     merchants: Arc<Merchants>,
     time_zone: jiff::tz::TimeZone,
     store_timeout: Duration,
+    guard: Arc<Guard>,
 }
 
 impl Ingest {
@@ -141,8 +156,9 @@ impl Ingest {
         time_zone: jiff::tz::TimeZone,
         store_timeout: Duration,
         batch: BatchSettings,
+        guard: Guard,
     ) -> Self {
-        Self { batcher: Batcher::start(pool, batch), merchants, time_zone, store_timeout }
+        Self { batcher: Batcher::start(pool, batch), merchants, time_zone, store_timeout, guard: Arc::new(guard) }
     }
 
     /// Parses, verifies and stores one notification; returns only after the commit.
@@ -150,7 +166,7 @@ impl Ingest {
         &self,
         kind: BodyKind,
         body: &[u8],
-        remote_addr: Option<SocketAddr>,
+        remote_addr: Option<IpAddr>,
     ) -> Result<Accepted, IngestError> {
         let mut params = match kind {
             BodyKind::Json => Params::from_json(body)?,
@@ -176,7 +192,7 @@ impl Ingest {
         let new = NewNotification {
             notification: notification.clone(),
             fields: params.to_json(),
-            remote_addr: remote_addr.map(|a| a.ip().to_string()),
+            remote_addr: remote_addr.map(|a| a.to_string()),
             pay_succ_at,
         };
         // On timeout the write may still commit later; IOTPay's re-send is then a counted repeat.
@@ -195,14 +211,23 @@ pub async fn notify(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = match body {
-        Ok(body) => match BodyKind::from_headers(&headers, &body) {
-            Ok(kind) => ingest.accept(kind, &body, Some(remote)).await,
-            Err(e) => Err(e),
+    let client = ingest.guard.client_ip(remote.ip(), &headers);
+    let result = match ingest.guard.check(client) {
+        Err(e) => Err(e.into()),
+        Ok(()) => match body {
+            Ok(body) => match BodyKind::from_headers(&headers, &body) {
+                Ok(kind) => ingest.accept(kind, &body, Some(client)).await,
+                Err(e) => Err(e),
+            },
+            Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
+            Err(_) => Err(IngestError::BodyRead),
         },
-        Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
-        Err(_) => Err(IngestError::BodyRead),
     };
+    if let Err(e) = &result {
+        if e.is_client_failure() {
+            ingest.guard.record_failure(client);
+        }
+    }
     let latency = started.elapsed();
     let outcome = match &result {
         Ok(a) if a.recorded.inserted => "stored",
@@ -224,7 +249,7 @@ pub async fn notify(
                 event_id = %a.recorded.event_id,
                 event_type = %a.notification.event_type,
                 notification_count = a.recorded.notification_count,
-                remote = %remote.ip(),
+                remote = %client,
                 outcome,
                 latency_ms,
                 "notification accepted"
@@ -234,9 +259,9 @@ pub async fn notify(
         Err(e) => {
             let status = e.status();
             if status == StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(remote = %remote.ip(), outcome, latency_ms, error = %e, "notification not stored");
+                tracing::error!(remote = %client, outcome, latency_ms, error = %e, "notification not stored");
             } else {
-                tracing::warn!(remote = %remote.ip(), outcome, latency_ms, error = %e, "notification refused");
+                tracing::warn!(remote = %client, outcome, latency_ms, error = %e, "notification refused");
             }
             (status, "FAIL").into_response()
         }

@@ -97,6 +97,9 @@ impl Notification {
         let pay_order_id = id(params, "payOrderId", PayOrderId::parse)?;
         let mch_order_no = id(params, "mchOrderNo", MchOrderNo::parse)?;
         let amount = cents(params, "amount")?.ok_or(NotificationError::Missing("amount"))?;
+        if amount.get() == 0 {
+            return Err(malformed("amount", InvalidValue("must be positive".into())));
+        }
         let currency =
             required(params, "currency").and_then(|c| Currency::parse(c).map_err(|e| malformed("currency", e)))?;
         let iotpay_status = integer(params, "status")?;
@@ -320,7 +323,7 @@ mod tests {
                 r#"{{"mchId":"1","payOrderId":"P","mchOrderNo":"o","amount":{amount},"currency":"CAD","payType":"pay","status":2}}"#
             )
         };
-        for bad in ["-1", "1.5", "\"100\"", "1e2", "99999999999999999999", "true", "null"] {
+        for bad in ["0", "-1", "1.5", "\"100\"", "1e2", "99999999999999999999", "true", "null"] {
             let r = Notification::from_params(&json(&base(bad)));
             assert!(r.is_err(), "amount {bad} must be refused, got {r:?}");
         }

@@ -55,10 +55,15 @@ impl Drop for TestApp {
 impl TestApp {
     /// Spawns the app over `pool` (which may go through a proxy).
     pub async fn spawn_on(pool: PgPool, database_url: &str) -> TestApp {
+        Self::spawn_with(pool, database_url, &[]).await
+    }
+
+    /// Spawns the app with extra configuration variables.
+    pub async fn spawn_with(pool: PgPool, database_url: &str, extra: &[(&str, &str)]) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             iotpay_notify::telemetry::init_logs(Default::default());
         }
-        let config = test_config(database_url, &[]);
+        let config = test_config(database_url, extra);
         let app = App::bind(&config, pool.clone()).await.expect("bind");
         let addr = app.local_addr();
         let stop = CancellationToken::new();
