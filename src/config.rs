@@ -144,6 +144,8 @@ pub struct Config {
     pub store_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Knobs of the confirmation worker.
+    pub confirm: crate::confirm::ConfirmSettings,
 }
 
 /// Defaults named in CONTRACT.md.
@@ -212,6 +214,7 @@ impl Config {
             iotpay_time_zone,
             store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
             log_format,
+            confirm: crate::confirm::ConfirmSettings::from_vars(&var)?,
         })
     }
 }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod domain;
 pub mod forward;
 pub mod ingest;
