@@ -502,7 +502,8 @@ mod tests {
     #[test]
     fn each_differing_field_rejects() {
         let e = event("refund.succeeded");
-        let cases: [(&str, fn(&mut QueriedOrder)); 7] = [
+        type Change = fn(&mut QueriedOrder);
+        let cases: [(&str, Change); 7] = [
             ("pay_order_id", |o| o.pay_order_id = "PC9".into()),
             ("mch_id", |o| o.mch_id = Some("999".into())),
             ("mch_order_no", |o| o.mch_order_no = Some("other".into())),

@@ -151,7 +151,7 @@ pub async fn apply(
             if updated == 0 {
                 return Ok(Applied::LeaseLost);
             }
-            let created = deliveries::enqueue(&mut *tx, event_id, forward_urls).await?;
+            let created = deliveries::enqueue(&mut tx, event_id, forward_urls).await?;
             sqlx::query("SELECT pg_notify($1, $2)").bind(CONFIRMED_CHANNEL).bind(event_id).execute(&mut *tx).await?;
             Applied::Confirmed { deliveries: created }
         }
