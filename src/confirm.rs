@@ -20,6 +20,9 @@ use crate::domain::{ApiVersion, EventType, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError, QueryTimeouts};
 use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Verdict, PENDING_CHANNEL};
 
+/// How long a stopping worker waits for in-flight checks before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Knobs of the confirmation worker (environment variables named on each field).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfirmSettings {
@@ -228,7 +231,7 @@ impl Confirmer {
         Self { pool, client, settings, forward_urls }
     }
 
-    /// Runs until `shutdown`, then lets in-flight checks finish (each is bounded by the query timeout).
+    /// Runs until `shutdown`, then gives in-flight checks [`SHUTDOWN_GRACE`] to finish.
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let poll = this.settings.poll_interval;
@@ -285,7 +288,13 @@ impl Confirmer {
                 }
             }
         }
-        while checks.join_next().await.is_some() {}
+        // In-flight checks get a short grace to record their decision; past it they are dropped,
+        // which is safe: an undecided event is checked again once its lease expires.
+        let drain = async { while checks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("confirmation checks still running at shutdown; their leases will expire");
+            checks.shutdown().await;
+        }
         tracing::info!("confirmation worker stopped");
     }
 

@@ -662,3 +662,21 @@ async fn a_notified_event_is_confirmed_within_two_seconds() {
     println!("notification → confirmed in {} ms", took.as_millis());
     assert!(took < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn the_worker_stops_on_shutdown_even_with_a_query_hanging() {
+    let h = Harness::new().await;
+    h.fake.script("PHANG", [Reply::Delay(Duration::from_secs(60), Box::new(v3_ok("PHANG", 100)))]);
+    let stop = CancellationToken::new();
+    let config = h.config(&[("CONFIRM_LEASE_SECS", "120"), ("IOTPAY_QUERY_TIMEOUT_MS", "90000")]);
+    let worker = tokio::spawn(Confirmer::from_config(h.db.pool.clone(), &config).unwrap().run(stop.clone()));
+    h.notify(v3_pay("PHANG", 100)).await;
+    let fake = h.fake.clone();
+    wait_until("the query", Duration::from_secs(5), || fake.requests_for("PHANG") == 1).await;
+    let asked = Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(6), worker).await.expect("stopped within the grace").unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(6));
+    // Nothing was decided: the event waits for the next worker once its lease expires.
+    assert_eq!(status(&event(&h.db.pool, "PHANG").await), ("pending".into(), None));
+}
