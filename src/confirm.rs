@@ -117,16 +117,10 @@ pub enum Decision {
 /// - status 0, 1 or any other value: retry.
 /// - `transaction.unrecognized`: never confirmed.
 pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -> Decision {
-    let event_type = match EventType::parse(&event.event_type) {
-        Some(t) if t != EventType::Unrecognized => t,
-        _ => {
-            return Decision::Unconfirmed(format!(
-                "{} events are never confirmed (payType {})",
-                event.event_type,
-                event.pay_type.as_deref().unwrap_or("none")
-            ))
-        }
-    };
+    if let Some(decision) = never_confirmable(event) {
+        return decision;
+    }
+    let event_type = EventType::parse(&event.event_type).unwrap_or(EventType::Unrecognized);
     let order = match answer {
         Err(QueryError::NotFound(msg)) => return Decision::Rejected(format!("order unknown to IOTPay: {msg}")),
         Err(e) => return Decision::Retry(e.to_string()),
@@ -144,6 +138,19 @@ pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -
             Decision::Rejected(format!("IOTPay reports status {s} (succeeded) but the notification reported a failure"))
         }
         (_, s) => Decision::Retry(format!("IOTPay reports unknown status {s}")),
+    }
+}
+
+/// The decision for an event no answer could ever confirm (`transaction.unrecognized`: this
+/// service does not know what its `payType` means), so it is decided without asking IOTPay.
+pub fn never_confirmable(event: &ClaimedEvent) -> Option<Decision> {
+    match EventType::parse(&event.event_type) {
+        Some(t) if t != EventType::Unrecognized => None,
+        _ => Some(Decision::Unconfirmed(format!(
+            "{} events are never confirmed (payType {})",
+            event.event_type,
+            event.pay_type.as_deref().unwrap_or("none")
+        ))),
     }
 }
 
@@ -339,12 +346,9 @@ impl Confirmer {
 
     /// Queries IOTPay for one claimed event (no transaction open) and records the decision.
     async fn check(&self, event: ClaimedEvent) {
-        let decision = if EventType::parse(&event.event_type).is_none_or(|t| t == EventType::Unrecognized) {
-            // Nothing IOTPay answers could make it confirmable: do not ask.
-            decide(&event, &Err(QueryError::Fail("not queried".into())))
-        } else {
-            let answer = self.query(&event).await;
-            decide(&event, &answer)
+        let decision = match never_confirmable(&event) {
+            Some(decision) => decision,
+            None => decide(&event, &self.query(&event).await),
         };
         let verdict = match &decision {
             Decision::Confirmed => Verdict::Confirmed,

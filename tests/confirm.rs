@@ -263,6 +263,22 @@ async fn agreeing_v3_payment_is_confirmed_by_one_signed_query() {
     let expected = sign::sign_pairs([("mchId", MCH), ("payOrderId", "PC1")], &MerchantKey::new(KEY));
     assert_eq!(body["sign"], json!(expected));
     assert_eq!(body.as_object().unwrap().len(), 3, "mchId, payOrderId, sign only: {body}");
+
+    // The outcome, the query latency and the backlog are exported.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = h.app.client.get(h.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let has = |needle: &str| text.contains(needle);
+        if has(r#"iotpay_confirmations_total{outcome="confirmed"}"#)
+            && has(r#"iotpay_query_duration_seconds_bucket{api_version="v3",result="ok""#)
+            && has("iotpay_confirm_pending_events")
+            && has("iotpay_confirm_oldest_pending_age_seconds")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "confirmation metrics missing from:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
