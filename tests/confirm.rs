@@ -40,6 +40,10 @@ enum Reply {
     Status(u16),
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
+    /// 200 with this body as it is.
+    Raw(&'static str),
+    /// A redirect to the same API (a client that followed it would get an answer).
+    Redirect,
 }
 
 #[derive(Default)]
@@ -110,6 +114,8 @@ async fn answer(mut reply: Reply, member: &str) -> Response {
         }
         Reply::NotFound => Json(json!({"retCode": "FAIL", "retMsg": "order not exist"})).into_response(),
         Reply::Status(code) => (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response(),
+        Reply::Raw(body) => (StatusCode::OK, body).into_response(),
+        Reply::Redirect => (StatusCode::FOUND, [("location", "/v3/cc_query")], "").into_response(),
         Reply::Delay(..) => unreachable!(),
     }
 }
@@ -695,4 +701,53 @@ async fn the_worker_stops_on_shutdown_even_with_a_query_hanging() {
     assert!(asked.elapsed() < Duration::from_secs(6));
     // Nothing was decided: the event waits for the next worker once its lease expires.
     assert_eq!(status(&event(&h.db.pool, "PHANG").await), ("pending".into(), None));
+}
+
+#[tokio::test]
+async fn the_query_client_classifies_each_failure_and_never_retries() {
+    use iotpay_notify::config::Merchants;
+    use iotpay_notify::domain::{ApiVersion, MchId, PayOrderId};
+    use iotpay_notify::iotpay::query::{QueryClient, QueryError, QueryTimeouts};
+
+    let fake = Fake::start().await;
+    let merchants = Arc::new(Merchants::from_pairs([(MCH, KEY)]));
+    let timeouts = QueryTimeouts { connect: Duration::from_millis(300), total: Duration::from_millis(400) };
+    let base = format!("http://{}", fake.addr);
+    let client = QueryClient::new(&format!("{base}/v3"), &format!("{base}/v2"), merchants.clone(), timeouts).unwrap();
+    let mch = MchId::parse(MCH).unwrap();
+    let ask = |id: &'static str| {
+        let client = client.clone();
+        let mch = mch.clone();
+        async move { client.query(ApiVersion::V3, &mch, &PayOrderId::parse(id).unwrap()).await }
+    };
+    let cases: Vec<(&str, Reply, fn(&QueryError) -> bool)> = vec![
+        ("Q500", Reply::Status(500), |e| *e == QueryError::HttpStatus(500)),
+        ("Q404", Reply::Status(404), |e| *e == QueryError::HttpStatus(404)),
+        ("Q302", Reply::Redirect, |e| *e == QueryError::HttpStatus(302)),
+        ("QSLOW", Reply::Delay(Duration::from_secs(2), Box::new(Reply::Status(200))), |e| *e == QueryError::Timeout),
+        ("QHTML", Reply::Raw("<html>busy</html>"), |e| matches!(e, QueryError::Unparseable(_))),
+        ("QFAIL", Reply::Raw(r#"{"retCode":"FAIL","retMsg":"system busy"}"#), |e| {
+            *e == QueryError::Fail("system busy".into())
+        }),
+        ("QNF", Reply::NotFound, |e| *e == QueryError::NotFound("order not exist".into())),
+        ("QSIGN", Reply::WrongSign(v3_order_of(&v3_pay("QSIGN", 1), 2)), |e| *e == QueryError::BadSign),
+    ];
+    for (id, reply, expected) in cases {
+        fake.script(id, [reply]);
+        let err = ask(id).await.expect_err(id);
+        assert!(expected(&err), "{id}: {err:?}");
+        assert_eq!(fake.requests_for(id), 1, "{id}: one call, no hidden retry");
+    }
+    fake.script("QOK", [v3_ok("QOK", 1500)]);
+    let order = ask("QOK").await.unwrap();
+    assert!(order.signed);
+    assert_eq!((order.amount, order.status), (Some(1500), 2));
+
+    // Nothing listens on port 9: a connection error, not a timeout or a "not found".
+    let closed = QueryClient::new("http://127.0.0.1:9/v3", "http://127.0.0.1:9/v2", merchants, timeouts).unwrap();
+    let err = closed.query(ApiVersion::V3, &mch, &PayOrderId::parse("QX").unwrap()).await.unwrap_err();
+    assert!(matches!(err, QueryError::Connect(_)), "{err:?}");
+    // A merchant without a key cannot be asked about.
+    let err = client.query(ApiVersion::V3, &MchId::parse("999").unwrap(), &PayOrderId::parse("QX").unwrap()).await;
+    assert_eq!(err, Err(QueryError::NoSigningKey("999".into())));
 }
