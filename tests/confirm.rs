@@ -720,7 +720,8 @@ async fn the_query_client_classifies_each_failure_and_never_retries() {
         let mch = mch.clone();
         async move { client.query(ApiVersion::V3, &mch, &PayOrderId::parse(id).unwrap()).await }
     };
-    let cases: Vec<(&str, Reply, fn(&QueryError) -> bool)> = vec![
+    type Expect = fn(&QueryError) -> bool;
+    let cases: Vec<(&str, Reply, Expect)> = vec![
         ("Q500", Reply::Status(500), |e| *e == QueryError::HttpStatus(500)),
         ("Q404", Reply::Status(404), |e| *e == QueryError::HttpStatus(404)),
         ("Q302", Reply::Redirect, |e| *e == QueryError::HttpStatus(302)),
