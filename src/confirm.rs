@@ -246,6 +246,7 @@ impl Confirmer {
         let mut listen_retry_at = Instant::now();
         let mut checks: JoinSet<()> = JoinSet::new();
         let mut sweep = true;
+        let mut last_stats = Instant::now();
         tracing::info!(concurrency = this.settings.concurrency, "confirmation worker started");
         loop {
             if listener.is_none() && Instant::now() >= listen_retry_at {
@@ -263,7 +264,9 @@ impl Confirmer {
                 }
             }
             let mut sleep = poll;
-            if checks.len() < this.settings.concurrency {
+            // Idle: learn when the next retry is due. Busy: still refresh the gauges now and then.
+            if checks.len() < this.settings.concurrency || last_stats.elapsed() >= poll {
+                last_stats = Instant::now();
                 match queue::pending_stats(&this.pool).await {
                     Ok(stats) => {
                         metrics::gauge!("iotpay_confirm_pending_events").set(stats.pending as f64);
