@@ -127,7 +127,9 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
         signal.cancel();
     });
     // Background workers run until `shutdown` is cancelled; each adds itself here.
-    let workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    let mut workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    crate::confirm::spawn(&mut workers, pool.clone(), &config, shutdown.clone())
+        .context("starting the confirmation worker")?;
     let stop = shutdown.clone();
     app.serve(async move { stop.cancelled().await }).await?;
     shutdown.cancel();

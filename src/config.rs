@@ -152,6 +152,8 @@ pub struct Config {
     pub ingest_batch: crate::ingest::batch::BatchSettings,
     /// Log format.
     pub log_format: LogFormat,
+    /// Knobs of the confirmation worker.
+    pub confirm: crate::confirm::ConfirmSettings,
 }
 
 /// Defaults named in CONTRACT.md.
@@ -237,6 +239,7 @@ impl Config {
                 writers: number(&var, "INGEST_BATCH_WRITERS", 4)?,
             },
             log_format,
+            confirm: crate::confirm::ConfirmSettings::from_vars(&var)?,
         })
     }
 }

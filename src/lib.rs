@@ -9,6 +9,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod domain;
 pub mod forward;
 pub mod ingest;

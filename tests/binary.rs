@@ -49,6 +49,8 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
         .env("DATABASE_URL", db.url())
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("IOTPAY_MERCHANTS", merchants_env())
+        // The confirmation worker must not reach the real IOTPay from a test: a closed local port.
+        .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())

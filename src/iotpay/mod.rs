@@ -2,6 +2,7 @@
 
 pub mod notification;
 pub mod params;
+pub mod query;
 pub mod sign;
 
 pub use notification::{detect_version, mask_card_numbers, Notification, NotificationError};

@@ -1,0 +1,421 @@
+//! IOTPay's query API (`cc_query`, v3 and v2): the outbound call that confirms a notification.
+//!
+//! One call, one answer: no retries here. The caller (the confirmation worker) owns the schedule,
+//! so that every attempt is visible, counted and bounded by its own lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::params::Params;
+use super::sign::{self, SIGN_FIELD};
+use crate::config::Merchants;
+use crate::domain::{ApiVersion, Cents, MchId, PayOrderId};
+
+/// Largest response body read from IOTPay; anything bigger is not a query answer.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// Longest text kept from IOTPay's `retMsg` (it ends up in `status_reason`).
+const MAX_MESSAGE_LEN: usize = 200;
+
+/// Why a query produced no usable order. Only [`QueryError::NotFound`] is a definite answer;
+/// every other variant says nothing about the payment and is worth asking again.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    /// IOTPay answered, definitely, that it does not know the order.
+    #[error("order unknown to IOTPay: {0}")]
+    NotFound(String),
+    /// No complete answer within the timeout (connect or total).
+    #[error("query timed out")]
+    Timeout,
+    /// The connection could not be made (DNS, refused, TLS).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// Another transport failure (reset mid-answer, ...).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// An HTTP status other than 2xx (redirects are not followed).
+    #[error("HTTP {0}")]
+    HttpStatus(u16),
+    /// The body is not a query answer this client understands.
+    #[error("unparseable response: {0}")]
+    Unparseable(String),
+    /// The order carries a `sign` that none of the merchant's keys produces.
+    #[error("response sign invalid")]
+    BadSign,
+    /// `retCode` FAIL that is not a definite "not found".
+    #[error("IOTPay answered FAIL: {0}")]
+    Fail(String),
+    /// The merchant has no key configured, so the request cannot be signed.
+    #[error("merchant {0} not configured: cannot sign the query")]
+    NoSigningKey(String),
+}
+
+impl QueryError {
+    /// A short stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueryError::NotFound(_) => "not_found",
+            QueryError::Timeout => "timeout",
+            QueryError::Connect(_) => "connect",
+            QueryError::Transport(_) => "transport",
+            QueryError::HttpStatus(_) => "http_status",
+            QueryError::Unparseable(_) => "unparseable",
+            QueryError::BadSign => "bad_sign",
+            QueryError::Fail(_) => "fail",
+            QueryError::NoSigningKey(_) => "no_signing_key",
+        }
+    }
+}
+
+/// The order as IOTPay's query reports it, one shape for v3 and v2.
+///
+/// For v3 every identity field is required (a v3 answer without one is unparseable); v2's
+/// `order` documents only `payOrderId`, `mchOrderNo`, `transid`, `status`, `paySuccTime`,
+/// `originalOrderId` and `payType`, so the others are `None` when IOTPay leaves them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueriedOrder {
+    /// Which API answered.
+    pub api_version: ApiVersion,
+    /// IOTPay's id of the transaction.
+    pub pay_order_id: String,
+    /// IOTPay status: 0 pending, 1 unknown, 2 or 3 success, 9 failed.
+    pub status: i64,
+    /// The merchant (always for v3).
+    pub mch_id: Option<String>,
+    /// The merchant's order id (always for v3).
+    pub mch_order_no: Option<String>,
+    /// Amount in cents (always for v3).
+    pub amount: Option<i64>,
+    /// Currency code, upper case (always for v3).
+    pub currency: Option<String>,
+    /// `pay` / `refund` (always for v3).
+    pub pay_type: Option<String>,
+    /// The refunded payment, for refunds.
+    pub original_order_id: Option<String>,
+    /// `paySuccTime` as sent.
+    pub pay_succ_time: Option<String>,
+    /// True when the order carried a `sign` and it verified.
+    pub signed: bool,
+}
+
+/// Connect and total timeouts of one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryTimeouts {
+    /// Longest wait for the TCP/TLS connection.
+    pub connect: Duration,
+    /// Longest wait for the whole call, body included.
+    pub total: Duration,
+}
+
+/// A client of IOTPay's query API for the configured merchants.
+#[derive(Clone)]
+pub struct QueryClient {
+    http: reqwest::Client,
+    v3_url: String,
+    v2_url: String,
+    merchants: Arc<Merchants>,
+}
+
+impl std::fmt::Debug for QueryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryClient").field("v3_url", &self.v3_url).field("v2_url", &self.v2_url).finish()
+    }
+}
+
+impl QueryClient {
+    /// Builds a client for the API bases (`<base>/cc_query`), signing with each merchant's first key.
+    pub fn new(
+        v3_base: &str,
+        v2_base: &str,
+        merchants: Arc<Merchants>,
+        timeouts: QueryTimeouts,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
+            // A redirected POST becomes a GET elsewhere: never what a query means.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("iotpay-notify/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            v3_url: format!("{}/cc_query", v3_base.trim_end_matches('/')),
+            v2_url: format!("{}/cc_query", v2_base.trim_end_matches('/')),
+            merchants,
+        })
+    }
+
+    /// Asks IOTPay for one order by its `payOrderId`, once.
+    pub async fn query(
+        &self,
+        version: ApiVersion,
+        mch_id: &MchId,
+        pay_order_id: &PayOrderId,
+    ) -> Result<QueriedOrder, QueryError> {
+        let key =
+            self.merchants.signing_key(mch_id).ok_or_else(|| QueryError::NoSigningKey(mch_id.as_str().to_owned()))?;
+        let pairs = [("mchId", mch_id.as_str()), ("payOrderId", pay_order_id.as_str())];
+        let body = serde_json::json!({
+            "mchId": mch_id.as_str(),
+            "payOrderId": pay_order_id.as_str(),
+            "sign": sign::sign_pairs(pairs, key),
+        });
+        let url = match version {
+            ApiVersion::V3 => &self.v3_url,
+            ApiVersion::V2 => &self.v2_url,
+        };
+        let mut resp = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json;charset=UTF-8")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(QueryError::HttpStatus(resp.status().as_u16()));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(QueryError::Unparseable(format!("body larger than {MAX_RESPONSE_BYTES} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let keys = self.merchants.keys(mch_id.as_str()).unwrap_or_default();
+        parse_response(version, &bytes, keys)
+    }
+}
+
+fn transport(e: reqwest::Error) -> QueryError {
+    if e.is_timeout() {
+        QueryError::Timeout
+    } else if e.is_connect() {
+        QueryError::Connect(error_chain(&e))
+    } else {
+        QueryError::Transport(error_chain(&e))
+    }
+}
+
+/// The error and its sources on one line (reqwest's top-level message alone is vague).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    truncate(&text)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "retCode")]
+    ret_code: Option<String>,
+    #[serde(rename = "retMsg")]
+    ret_msg: Option<String>,
+    #[serde(rename = "retData")]
+    ret_data: Option<Box<RawValue>>,
+    order: Option<Box<RawValue>>,
+}
+
+/// Reads a `cc_query` answer: the envelope, then the order object (`retData` for v3, `order`
+/// for v2), whose `sign`, when present, must verify under one of `keys`.
+pub fn parse_response(
+    version: ApiVersion,
+    body: &[u8],
+    keys: &[crate::domain::MerchantKey],
+) -> Result<QueriedOrder, QueryError> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| QueryError::Unparseable(truncate(&e.to_string())))?;
+    let message = truncate(envelope.ret_msg.as_deref().unwrap_or_default());
+    match envelope.ret_code.as_deref() {
+        Some("SUCCESS") => {}
+        Some("FAIL") => {
+            let lower = message.to_ascii_lowercase();
+            return Err(if lower.contains("not exist") || lower.contains("not found") {
+                QueryError::NotFound(message)
+            } else {
+                QueryError::Fail(message)
+            });
+        }
+        Some(other) => return Err(QueryError::Unparseable(format!("retCode `{}`", truncate(other)))),
+        None => return Err(QueryError::Unparseable("no retCode".into())),
+    }
+    let (raw, member) = match version {
+        ApiVersion::V3 => (envelope.ret_data, "retData"),
+        ApiVersion::V2 => (envelope.order, "order"),
+    };
+    let raw = raw.ok_or_else(|| QueryError::Unparseable(format!("retCode SUCCESS without {member}")))?;
+    // Flat and free of duplicate names, like every IOTPay message: the sign covers each field.
+    let order = Params::from_json(raw.get().as_bytes())
+        .map_err(|e| QueryError::Unparseable(format!("{member}: {}", truncate(&e.to_string()))))?;
+    let signed = match order.get(SIGN_FIELD) {
+        None => false,
+        Some(v) if v.as_text().is_empty() => false,
+        Some(v) => {
+            if !sign::verify(&order, v.as_text(), keys) {
+                return Err(QueryError::BadSign);
+            }
+            true
+        }
+    };
+    let text = |name: &str| order.text(name).map(str::to_owned);
+    let required = |name: &'static str, value: Option<String>| {
+        value.ok_or_else(|| QueryError::Unparseable(format!("{member}.{name} missing")))
+    };
+    let amount = match order.text("amount") {
+        None => None,
+        Some(a) => Some(
+            Cents::parse(a).map_err(|_| QueryError::Unparseable(format!("{member}.amount is not whole cents")))?.get(),
+        ),
+    };
+    let status = order.text("status").ok_or_else(|| QueryError::Unparseable(format!("{member}.status missing")))?;
+    let status = match status.parse::<i64>() {
+        Ok(s) if !status.starts_with(['+', '-']) => s,
+        _ => return Err(QueryError::Unparseable(format!("{member}.status is not a whole number"))),
+    };
+    let queried = QueriedOrder {
+        api_version: version,
+        pay_order_id: required("payOrderId", text("payOrderId"))?,
+        status,
+        mch_id: text("mchId"),
+        mch_order_no: text("mchOrderNo"),
+        amount,
+        currency: text("currency").map(|c| c.to_ascii_uppercase()),
+        pay_type: text("payType"),
+        original_order_id: text("originalOrderId"),
+        pay_succ_time: text("paySuccTime"),
+        signed,
+    };
+    if version == ApiVersion::V3 {
+        // v3 documents all of these; an answer without one cannot confirm anything.
+        required("mchId", queried.mch_id.clone())?;
+        required("mchOrderNo", queried.mch_order_no.clone())?;
+        required("amount", queried.amount.map(|a| a.to_string()))?;
+        required("currency", queried.currency.clone())?;
+        required("payType", queried.pay_type.clone())?;
+    }
+    Ok(queried)
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_LEN) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MerchantKey;
+    use serde_json::{json, Value};
+
+    fn key() -> MerchantKey {
+        MerchantKey::new("K1")
+    }
+
+    fn signed(mut order: Value, key: &MerchantKey) -> Value {
+        let body = order.to_string();
+        let params = Params::from_json(body.as_bytes()).unwrap();
+        order["sign"] = json!(sign::sign_params(&params, key));
+        order
+    }
+
+    fn v3_order() -> Value {
+        json!({"payOrderId": "PC1", "mchId": "100", "mchOrderNo": "o1", "originalOrderId": "",
+               "currency": "cad", "amount": 1500, "payType": "pay", "refundable": 1500, "status": 2,
+               "paySuccTime": "2021-04-07 19:44:51", "cardNum": "432567******2266", "channel": "PF_CC"})
+    }
+
+    fn parse(version: ApiVersion, body: Value) -> Result<QueriedOrder, QueryError> {
+        parse_response(version, body.to_string().as_bytes(), &[MerchantKey::new("OLD"), key()])
+    }
+
+    #[test]
+    fn v3_signed_order_parses_and_verifies_with_any_merchant_key() {
+        let q =
+            parse(ApiVersion::V3, json!({"retCode": "SUCCESS", "retMsg": "", "retData": signed(v3_order(), &key())}))
+                .unwrap();
+        assert!(q.signed);
+        assert_eq!(q.pay_order_id, "PC1");
+        assert_eq!(q.mch_id.as_deref(), Some("100"));
+        assert_eq!(q.amount, Some(1500));
+        assert_eq!(q.currency.as_deref(), Some("CAD"));
+        assert_eq!(q.status, 2);
+        assert_eq!(q.original_order_id, None, "empty originalOrderId is absent");
+    }
+
+    #[test]
+    fn unsigned_order_is_accepted_but_marked_unsigned() {
+        let q = parse(ApiVersion::V3, json!({"retCode": "SUCCESS", "retData": v3_order()})).unwrap();
+        assert!(!q.signed);
+    }
+
+    #[test]
+    fn wrong_or_tampered_sign_is_refused() {
+        let mut order = signed(v3_order(), &MerchantKey::new("someone-else"));
+        assert_eq!(
+            parse(ApiVersion::V3, json!({"retCode": "SUCCESS", "retData": order.clone()})),
+            Err(QueryError::BadSign)
+        );
+        order = signed(v3_order(), &key());
+        order["amount"] = json!(1501);
+        assert_eq!(parse(ApiVersion::V3, json!({"retCode": "SUCCESS", "retData": order})), Err(QueryError::BadSign));
+    }
+
+    #[test]
+    fn not_found_is_definite_other_fail_is_not() {
+        for msg in ["order not exist", "Order Not Found", "the ORDER does NOT EXIST"] {
+            assert!(matches!(
+                parse(ApiVersion::V3, json!({"retCode": "FAIL", "retMsg": msg})),
+                Err(QueryError::NotFound(_))
+            ));
+        }
+        assert_eq!(
+            parse(ApiVersion::V3, json!({"retCode": "FAIL", "retMsg": "sign error"})),
+            Err(QueryError::Fail("sign error".into()))
+        );
+        assert!(matches!(parse(ApiVersion::V3, json!({"retCode": "FAIL"})), Err(QueryError::Fail(_))));
+    }
+
+    #[test]
+    fn malformed_answers_are_unparseable() {
+        let cases = [
+            json!({"retMsg": "x"}),
+            json!({"retCode": "MAYBE"}),
+            json!({"retCode": "SUCCESS"}),
+            json!({"retCode": "SUCCESS", "order": v3_order()}),
+            json!({"retCode": "SUCCESS", "retData": "text"}),
+            json!({"retCode": "SUCCESS", "retData": {"payOrderId": "PC1", "status": 2}}),
+            json!({"retCode": "SUCCESS", "retData": {"payOrderId": "PC1", "mchId": "100", "mchOrderNo": "o", "currency": "CAD", "amount": 15.5, "payType": "pay", "status": 2}}),
+            json!({"retCode": "SUCCESS", "retData": {"payOrderId": "PC1", "mchId": "100", "mchOrderNo": "o", "currency": "CAD", "amount": 1, "payType": "pay", "status": "-2"}}),
+            json!({"retCode": "SUCCESS", "retData": {"payOrderId": "PC1", "nested": {"a": 1}}}),
+        ];
+        for c in cases {
+            assert!(matches!(parse(ApiVersion::V3, c.clone()), Err(QueryError::Unparseable(_))), "{c}");
+        }
+        assert!(matches!(parse_response(ApiVersion::V3, b"<html>", &[]), Err(QueryError::Unparseable(_))));
+    }
+
+    #[test]
+    fn v2_order_needs_only_its_documented_fields() {
+        let q = parse(
+            ApiVersion::V2,
+            json!({"retCode": "SUCCESS", "retMsg": "", "order": {"payOrderId": "P2", "mchOrderNo": "m", "transid": "66",
+                   "status": "3", "paySuccTime": "2021-04-07 19:44:51", "originalOrderId": null, "payType": ""}}),
+        )
+        .unwrap();
+        assert_eq!(q.status, 3, "string digits are accepted for numbers");
+        assert_eq!(
+            (q.amount, q.mch_id.as_deref(), q.currency.as_deref(), q.pay_type.as_deref()),
+            (None, None, None, None)
+        );
+        assert_eq!(q.mch_order_no.as_deref(), Some("m"));
+    }
+}
