@@ -2,6 +2,8 @@
 
 pub mod deliveries;
 pub mod events;
+pub mod forward;
+pub mod ops;
 
 use std::time::Duration;
 
