@@ -51,7 +51,11 @@ async fn confirmed_events_reach_two_endpoints_signed_once_each() {
     let endpoints = vec![rx.url("/ledger"), rx.url("/fulfilment")];
     let ids = notified(
         &db,
-        &[signed(v3_pay("PF1", 1500), KEY), signed(v3_refund("RF1", "PF1", 500), KEY), signed(v2_pay("PF2", 2000), KEY)],
+        &[
+            signed(v3_pay("PF1", 1500), KEY),
+            signed(v3_refund("RF1", "PF1", 500), KEY),
+            signed(v2_pay("PF2", 2000), KEY),
+        ],
     )
     .await;
     let worker = start(&db.pool, &endpoints, fast_settings(&[0, 20, 20]), "w1");
@@ -196,8 +200,7 @@ async fn an_attempt_that_exceeds_the_timeout_is_recorded_and_retried() {
     settings.timeout = Duration::from_millis(300);
     let worker = start(&db.pool, &endpoints, settings, "w1");
     confirm(&db.pool, &ids, &endpoints).await;
-    wait_until(WAIT, "delivered after a timeout", || async { deliveries_with(&db.pool, "delivered").await == 1 })
-        .await;
+    wait_until(WAIT, "delivered after a timeout", || async { deliveries_with(&db.pool, "delivered").await == 1 }).await;
     worker.stop().await;
 
     let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
@@ -250,7 +253,10 @@ async fn exhausted_schedule_is_dead_until_redriven_then_delivered() {
     for id in &ids {
         assert_eq!(delivery(&db.pool, id, &endpoints[0]).await, ("dead".into(), 3));
         let a = attempts(&db.pool, id, &endpoints[0]).await;
-        assert_eq!(a.iter().map(|a| (a.0, a.1)).collect::<Vec<_>>(), vec![(1, Some(502)), (2, Some(502)), (3, Some(502))]);
+        assert_eq!(
+            a.iter().map(|a| (a.0, a.1)).collect::<Vec<_>>(),
+            vec![(1, Some(502)), (2, Some(502)), (3, Some(502))]
+        );
     }
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM deliveries WHERE status = 'dead' LIMIT 1")
@@ -264,7 +270,10 @@ async fn exhausted_schedule_is_dead_until_redriven_then_delivered() {
     rx.default_reply("/down", Reply::Ok);
     let redriven = store::ops::redrive(&db.pool, None, Some(&ids[0])).await.unwrap();
     assert_eq!(redriven.len(), 1);
-    assert_eq!((redriven[0].event_id.as_str(), redriven[0].endpoint.as_str()), (ids[0].as_str(), endpoints[0].as_str()));
+    assert_eq!(
+        (redriven[0].event_id.as_str(), redriven[0].endpoint.as_str()),
+        (ids[0].as_str(), endpoints[0].as_str())
+    );
     wait_until(WAIT, "redriven delivery delivered", || async {
         delivery(&db.pool, &ids[0], &endpoints[0]).await.0 == "delivered"
     })
@@ -295,15 +304,20 @@ async fn two_workers_drain_a_backlog_without_duplicates() {
     let mut settings = fast_settings(&[0, 20, 20]);
     settings.concurrency_per_endpoint = 8;
     // Each worker has its own pool, as two `serve` processes would.
-    let pool_a = sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
-    let pool_b = sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
+    let pool_a =
+        sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
+    let pool_b =
+        sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
     let a = start(&pool_a, &endpoints, settings.clone(), "worker-a");
     let b = start(&pool_b, &endpoints, settings, "worker-b");
 
     // The whole backlog appears at once (one transaction), as after an outage of the endpoints.
     let t0 = Instant::now();
     let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()").execute(&mut *tx).await.unwrap();
+    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     for id in &ids {
         store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
     }

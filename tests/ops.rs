@@ -88,10 +88,13 @@ async fn operator_commands_list_show_and_redrive() {
     let mut want = vec![pay.as_str(), refund.as_str()];
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(json_of(&ops(&db, &["events", "list", "--since", "1h", "--limit", "1", "--json"]).await)
-        .as_array()
-        .unwrap()
-        .len(), 1);
+    assert_eq!(
+        json_of(&ops(&db, &["events", "list", "--since", "1h", "--limit", "1", "--json"]).await)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(stdout(&ops(&db, &["events", "list", "--since", "2999-01-01T00:00:00Z"]).await), "no events\n");
     let bad = ops(&db, &["events", "list", "--status", "paid"]).await;
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--status"));
@@ -100,7 +103,7 @@ async fn operator_commands_list_show_and_redrive() {
     let out = stdout(&ops(&db, &["events", "show", &pay]).await);
     for needle in [
         "event\n",
-        &format!("event_id "),
+        "event_id ",
         "confirmed_at",
         "confirmed_txid",
         "notifications (1)",

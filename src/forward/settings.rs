@@ -48,7 +48,9 @@ impl ForwardSettings {
         let d = Self::default();
         let schedule = match var("FORWARD_RETRY_SCHEDULE") {
             None => d.schedule,
-            Some(s) => parse_schedule(&s).map_err(|reason| ConfigError::Invalid { var: "FORWARD_RETRY_SCHEDULE", reason })?,
+            Some(s) => {
+                parse_schedule(&s).map_err(|reason| ConfigError::Invalid { var: "FORWARD_RETRY_SCHEDULE", reason })?
+            }
         };
         Ok(Self {
             schedule,

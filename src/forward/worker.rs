@@ -94,7 +94,8 @@ impl Forwarder {
                     Ok(claimed) => {
                         db_backoff = Duration::ZERO;
                         for c in claimed {
-                            let permit = slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                            let permit =
+                                slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
                             let me = self.clone();
                             in_flight.spawn(async move {
                                 me.deliver(c).await;
@@ -232,8 +233,11 @@ impl Forwarder {
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
-        let retry_after =
-            resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, Utc::now()));
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
         // The answer is known; a body that does not arrive in time only shortens the snippet.
         let mut buf = Vec::new();
         while buf.len() < SNIPPET_BYTES {
@@ -287,7 +291,9 @@ fn result_class(r: &Response) -> &'static str {
         Some(300..=399) => "3xx",
         Some(400..=499) => "4xx",
         Some(_) => "5xx",
-        None if r.error.as_deref() == Some("timeout") || r.error.as_deref().is_some_and(|e| e.starts_with("timeout")) => {
+        None if r.error.as_deref() == Some("timeout")
+            || r.error.as_deref().is_some_and(|e| e.starts_with("timeout")) =>
+        {
             "timeout"
         }
         None => "error",
@@ -382,7 +388,10 @@ mod tests {
 
     #[test]
     fn labels_drop_credentials() {
-        assert_eq!(endpoint_label("https://user:pw@hooks.internal:8443/iotpay?token=abc"), "https://hooks.internal:8443/iotpay");
+        assert_eq!(
+            endpoint_label("https://user:pw@hooks.internal:8443/iotpay?token=abc"),
+            "https://hooks.internal:8443/iotpay"
+        );
         assert_eq!(endpoint_label("http://127.0.0.1/x"), "http://127.0.0.1/x");
     }
 

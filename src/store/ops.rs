@@ -191,7 +191,11 @@ pub struct Redriven {
 
 /// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule, and wakes
 /// the workers; one transaction. `None` filters match everything.
-pub async fn redrive(pool: &PgPool, endpoint: Option<&str>, event_id: Option<&str>) -> Result<Vec<Redriven>, sqlx::Error> {
+pub async fn redrive(
+    pool: &PgPool,
+    endpoint: Option<&str>,
+    event_id: Option<&str>,
+) -> Result<Vec<Redriven>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows: Vec<Redriven> = sqlx::query_as(
         "UPDATE deliveries

@@ -147,7 +147,9 @@ async fn handle(State(me): State<Receiver>, uri: Uri, headers: HeaderMap, body: 
     match reply {
         Reply::Ok => (StatusCode::OK, "ok").into_response(),
         Reply::Status(s) => (StatusCode::from_u16(s).unwrap(), "boom").into_response(),
-        Reply::RetryAfter(s, after) => (StatusCode::from_u16(s).unwrap(), [("retry-after", after)], "slow down").into_response(),
+        Reply::RetryAfter(s, after) => {
+            (StatusCode::from_u16(s).unwrap(), [("retry-after", after)], "slow down").into_response()
+        }
         Reply::Sleep(d) => {
             tokio::time::sleep(d).await;
             (StatusCode::OK, "late").into_response()
