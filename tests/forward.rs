@@ -418,3 +418,46 @@ fn the_schema_rejects_what_the_contract_forbids() {
     no_id["data"].as_object_mut().unwrap().remove("event_id");
     assert!(!schema.is_valid(&no_id));
 }
+
+#[tokio::test]
+async fn a_crashed_workers_claim_expires_and_its_late_result_is_ignored() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    let endpoints = vec![rx.url("/hook")];
+    let ids = insert_events(&db.pool, "CRASH", 1).await;
+    confirm(&db.pool, &ids, &endpoints).await;
+    // A worker claims the delivery with a short lease, then "crashes" (never records).
+    let lease = Duration::from_millis(300);
+    let crashed = store::forward::claim(&db.pool, &endpoints[0], 10, lease, "crashed").await.unwrap();
+    assert_eq!(crashed.len(), 1);
+    assert!(
+        store::forward::claim(&db.pool, &endpoints[0], 10, lease, "other").await.unwrap().is_empty(),
+        "a leased delivery is not claimed twice"
+    );
+    let claimed_at = Instant::now();
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 10]), "w2");
+    wait_until(WAIT, "delivered after the lease expired", || async {
+        deliveries_with(&db.pool, "delivered").await == 1
+    })
+    .await;
+    worker.stop().await;
+    assert!(rx.received()[0].at - claimed_at >= Duration::from_millis(250), "not before the lease expired");
+
+    // The crashed worker's result arrives late: it is logged, but cannot change the delivery.
+    let c = &crashed[0];
+    let late = store::forward::Attempt {
+        delivery_id: c.delivery_id,
+        lease_token: c.lease_token.clone(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(5),
+        http_status: Some(500),
+        error: Some("HTTP 500"),
+        response_snippet: None,
+        worker: "crashed",
+        next: store::forward::Next::Dead,
+    };
+    assert!(!store::forward::record(&db.pool, &late).await.unwrap(), "the stale lease is refused");
+    assert_eq!(delivery(&db.pool, &ids[0], &endpoints[0]).await, ("delivered".into(), 1));
+    assert_eq!(attempts(&db.pool, &ids[0], &endpoints[0]).await.len(), 2, "both attempts are in the history");
+}
