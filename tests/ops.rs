@@ -164,35 +164,10 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
     let db = TestDatabase::create().await;
     let rx = Receiver::start().await;
     let endpoint = rx.url("/hook");
-    let port = free_port();
-    let mut child = binary()
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("IOTPAY_MERCHANTS", merchants_env())
-        .env("FORWARD_URLS", &endpoint)
-        .env("FORWARD_SECRET", SECRET)
-        .env("FORWARD_RETRY_SCHEDULE", "0,10ms")
-        .env("FORWARD_POLL_MS", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let resp = client
-        .post(format!("{base}/iotpay/notify"))
-        .header("content-type", "application/json")
-        .body(signed(v3_pay("PSERVE", 700), KEY))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.text().await.unwrap(), "SUCCESS");
+    let (child, port) =
+        spawn_serve(&db, std::slice::from_ref(&endpoint), &[("FORWARD_RETRY_SCHEDULE", "0,10ms")]).await;
+    let app = TestApp::spawn(&db).await;
+    assert_eq!(app.post_json(&signed(v3_pay("PSERVE", 700), KEY)).await.0, 200);
     let id: String = sqlx::query_scalar("SELECT event_id FROM payment_events WHERE pay_order_id = 'PSERVE'")
         .fetch_one(&db.pool)
         .await
@@ -207,11 +182,40 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
         deliveries_with(&db.pool, "delivered").await == 1
     })
     .await;
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("iotpay_forward_deliveries_total"), "{metrics}");
+    tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
+}
 
+/// Starts `serve` forwarding to `endpoints`; returns the child once /healthz answers.
+async fn spawn_serve(db: &TestDatabase, endpoints: &[String], extra: &[(&str, &str)]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("IOTPAY_MERCHANTS", merchants_env())
+        .env("FORWARD_URLS", endpoints.join(","))
+        .env("FORWARD_SECRET", SECRET)
+        .env("FORWARD_POLL_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+fn terminate(mut child: std::process::Child) {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -220,4 +224,58 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn two_serve_processes_drain_one_backlog_without_duplicates() {
+    const EVENTS: i64 = 150;
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.set_delay(Duration::from_millis(5));
+    let endpoints = vec![rx.url("/a"), rx.url("/b")];
+    let ids = insert_events(&db.pool, "TWO", EVENTS).await;
+    let knobs = [("FORWARD_CONCURRENCY_PER_ENDPOINT", "8"), ("FORWARD_RETRY_SCHEDULE", "0,20ms,20ms")];
+    let (first, _) = spawn_serve(&db, &endpoints, &knobs).await;
+    let (second, _) = spawn_serve(&db, &endpoints, &knobs).await;
+
+    let t0 = Instant::now();
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for id in &ids {
+        iotpay_notify::store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let total = EVENTS * 2;
+    wait_until(Duration::from_secs(90), "backlog drained", || async {
+        deliveries_with(&db.pool, "delivered").await == total
+    })
+    .await;
+    let elapsed = t0.elapsed();
+    tokio::task::spawn_blocking(move || {
+        terminate(first);
+        terminate(second);
+    })
+    .await
+    .unwrap();
+
+    let received = rx.received();
+    let mut seen = std::collections::HashSet::new();
+    for r in &received {
+        assert!(seen.insert((r.path.clone(), r.webhook_id.clone())), "{} sent twice to {}", r.webhook_id, r.path);
+        assert!(r.signature_ok && r.schema_errors.is_empty());
+    }
+    assert_eq!(received.len() as i64, total, "every delivery exactly once");
+    let per_worker: Vec<(String, i64)> =
+        sqlx::query_as("SELECT worker, count(*) FROM delivery_attempts GROUP BY worker ORDER BY worker")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(per_worker.len(), 2, "both processes took part: {per_worker:?}");
+    eprintln!(
+        "{total} deliveries drained by two serve processes in {elapsed:?} ({:.0}/s); split {per_worker:?}",
+        total as f64 / elapsed.as_secs_f64()
+    );
 }
