@@ -14,6 +14,9 @@ ALTER TABLE deliveries
 CREATE INDEX deliveries_endpoint_due_idx ON deliveries (endpoint, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_dead_idx ON deliveries (endpoint) WHERE status = 'dead';
 
+-- `events list` pages by creation time.
+CREATE INDEX payment_events_created_idx ON payment_events (created_at);
+
 -- Every HTTP attempt, whatever its outcome (append-only).
 CREATE TABLE delivery_attempts (
     id               bigserial PRIMARY KEY,
