@@ -123,6 +123,8 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
         )
         .context("building the forwarding HTTP client")?;
         workers.spawn(forwarder.run(shutdown.clone()));
+    } else {
+        tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
     }
     let stop = shutdown.clone();
     app.serve(async move { stop.cancelled().await }).await?;
