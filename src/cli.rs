@@ -30,6 +30,18 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Inspect stored events (needs only DATABASE_URL).
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ops::EventsCommand,
+    },
+    /// Operate on forward deliveries (needs only DATABASE_URL).
+    Deliveries {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ops::DeliveriesCommand,
+    },
     /// Load-test a running service's `POST /iotpay/notify` and print throughput and latency.
     Bench(BenchArgs),
 }
@@ -102,6 +114,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Events { command } => crate::ops::events(command).await,
+        Command::Deliveries { command } => crate::ops::deliveries(command).await,
     }
 }
 
@@ -130,6 +144,19 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let mut workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     crate::confirm::spawn(&mut workers, pool.clone(), &config, shutdown.clone())
         .context("starting the confirmation worker")?;
+    if let (false, Some(secret)) = (config.forward_urls.is_empty(), config.forward_secret.clone()) {
+        let forwarder = crate::forward::Forwarder::new(
+            pool.clone(),
+            config.forward_urls.clone(),
+            secret,
+            config.forward.clone(),
+            None,
+        )
+        .context("building the forwarding HTTP client")?;
+        workers.spawn(forwarder.run(shutdown.clone()));
+    } else {
+        tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
+    }
     let stop = shutdown.clone();
     app.serve(async move { stop.cancelled().await }).await?;
     shutdown.cancel();

@@ -138,6 +138,8 @@ pub struct Config {
     pub forward_urls: Vec<String>,
     /// Secret signing forwarded events; set whenever `forward_urls` is not empty.
     pub forward_secret: Option<ForwardSecret>,
+    /// Retry schedule, timeout and concurrency of forwarding (`FORWARD_*`).
+    pub forward: crate::forward::ForwardSettings,
     /// Zone of IOTPay's zone-less `paySuccTime`.
     pub iotpay_time_zone: String,
     /// Longest time a notification may wait for its database commit before answering 503.
@@ -219,6 +221,7 @@ impl Config {
             v2_api_url,
             forward_urls,
             forward_secret,
+            forward: crate::forward::ForwardSettings::from_lookup(&var)?,
             iotpay_time_zone,
             store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
             guard: crate::ingest::guard::GuardSettings {

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod forward;
 pub mod ingest;
 pub mod iotpay;
+pub mod ops;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

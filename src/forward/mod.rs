@@ -1,3 +1,9 @@
 //! Forwarding confirmed events to internal endpoints (Standard Webhooks).
 
+pub mod body;
+pub mod settings;
 pub mod signature;
+pub mod worker;
+
+pub use settings::ForwardSettings;
+pub use worker::Forwarder;

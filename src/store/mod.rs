@@ -3,6 +3,8 @@
 pub mod confirm;
 pub mod deliveries;
 pub mod events;
+pub mod forward;
+pub mod ops;
 
 use std::time::Duration;
 

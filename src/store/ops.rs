@@ -1,0 +1,228 @@
+//! Operator queries: list and inspect events with their deliveries, redrive dead deliveries.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::deliveries::DELIVERIES_CHANNEL;
+
+/// One line of `events list`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventSummary {
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// pending / confirmed / rejected / unconfirmed.
+    pub status: String,
+    /// Cents.
+    pub amount: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Merchant id.
+    pub mch_id: String,
+    /// IOTPay's order id.
+    pub pay_order_id: String,
+    /// First stored.
+    pub created_at: DateTime<Utc>,
+    /// Confirmed.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// Deliveries of the event (one per endpoint).
+    pub deliveries: i64,
+    /// Of which delivered.
+    pub delivered: i64,
+    /// Of which dead.
+    pub dead: i64,
+}
+
+/// Events, newest first, optionally by status and creation time.
+pub async fn list_events(
+    pool: &PgPool,
+    status: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<EventSummary>, sqlx::Error> {
+    sqlx::query_as(
+        // The page of events first, then the counts of just those: cheap on a large table.
+        "SELECT e.event_id, e.event_type, e.status, e.amount, e.currency, e.mch_id, e.pay_order_id,
+                e.created_at, e.confirmed_at, d.deliveries, d.delivered, d.dead
+           FROM (SELECT * FROM payment_events
+                  WHERE ($1::text IS NULL OR status = $1)
+                    AND ($2::timestamptz IS NULL OR created_at >= $2)
+                  ORDER BY created_at DESC, event_id
+                  LIMIT $3) AS e
+           LEFT JOIN LATERAL (
+                SELECT count(*) AS deliveries,
+                       count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                       count(*) FILTER (WHERE status = 'dead') AS dead
+                  FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
+          ORDER BY e.created_at DESC, e.event_id",
+    )
+    .bind(status)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A stored notification of an event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct NotificationRow {
+    /// Row id.
+    pub id: i64,
+    /// Arrival.
+    pub received_at: DateTime<Utc>,
+    /// Sender.
+    pub remote_addr: Option<String>,
+    /// v3 / v2.
+    pub api_version: String,
+    /// Every received field (card numbers masked).
+    pub fields: serde_json::Value,
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptRow {
+    /// Position in the schedule.
+    pub attempt: i32,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// Duration.
+    pub duration_ms: i32,
+    /// HTTP status, if an answer arrived.
+    pub http_status: Option<i32>,
+    /// Transport error or non-2xx description.
+    pub error: Option<String>,
+    /// First 1 KiB of the answer.
+    pub response_snippet: Option<String>,
+    /// Worker that made it.
+    pub worker: String,
+}
+
+/// A delivery of an event to one endpoint, with its attempts.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: i64,
+    /// Target URL.
+    pub endpoint: String,
+    /// pending / delivered / dead.
+    pub status: String,
+    /// Attempts in the current schedule.
+    pub attempts: i32,
+    /// Next try (pending).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Success time.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Dead time.
+    pub dead_at: Option<DateTime<Utc>>,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Times an operator redrove it.
+    pub redrive_count: i32,
+    /// Creation (with the confirmation).
+    pub created_at: DateTime<Utc>,
+    /// Every attempt, oldest first.
+    #[sqlx(skip)]
+    pub attempts_log: Vec<AttemptRow>,
+}
+
+/// Everything known about one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    /// Every column of the `payment_events` row, in table order.
+    pub event: Vec<(String, serde_json::Value)>,
+    /// Its notifications, oldest first.
+    pub notifications: Vec<NotificationRow>,
+    /// Its deliveries with their attempts.
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+/// The event, its notifications, deliveries and attempts; `None` when unknown.
+pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDetail>, sqlx::Error> {
+    // Every column generically, so fields added by later migrations show up too.
+    let event: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT c.key, c.value::jsonb
+           FROM payment_events e, json_each(row_to_json(e)) WITH ORDINALITY AS c(key, value, n)
+          WHERE e.event_id = $1
+          ORDER BY c.n",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    if event.is_empty() {
+        return Ok(None);
+    }
+    let notifications = sqlx::query_as(
+        "SELECT id, received_at, remote_addr, api_version, fields FROM notifications
+          WHERE event_id = $1 ORDER BY received_at, id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    let mut deliveries: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, endpoint, status, attempts, next_attempt_at, delivered_at, dead_at, last_error,
+                redrive_count, created_at
+           FROM deliveries WHERE event_id = $1 ORDER BY endpoint",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    for d in &mut deliveries {
+        d.attempts_log = sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, http_status, error, response_snippet, worker
+               FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id",
+        )
+        .bind(d.id)
+        .fetch_all(pool)
+        .await?;
+    }
+    Ok(Some(EventDetail { event, notifications, deliveries }))
+}
+
+/// A delivery put back in the queue.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Redriven {
+    /// Delivery id.
+    pub id: i64,
+    /// Event id.
+    pub event_id: String,
+    /// Target URL.
+    pub endpoint: String,
+}
+
+/// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule, and wakes
+/// the workers; one transaction. `None` filters match everything.
+pub async fn redrive(
+    pool: &PgPool,
+    endpoint: Option<&str>,
+    event_id: Option<&str>,
+) -> Result<Vec<Redriven>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<Redriven> = sqlx::query_as(
+        "UPDATE deliveries
+            SET status = 'pending', attempts = 0, next_attempt_at = now(), dead_at = NULL,
+                lease_token = NULL, lease_until = NULL, leased_by = NULL,
+                redrive_count = redrive_count + 1, updated_at = now()
+          WHERE status = 'dead'
+            AND ($1::text IS NULL OR endpoint = $1)
+            AND ($2::text IS NULL OR event_id = $2)
+        RETURNING id, event_id, endpoint",
+    )
+    .bind(endpoint)
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !rows.is_empty() {
+        let events: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+        sqlx::query("SELECT pg_notify($1, e) FROM (SELECT DISTINCT unnest($2::text[]) AS e) AS ids")
+            .bind(DELIVERIES_CHANNEL)
+            .bind(&events)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let mut rows = rows;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}

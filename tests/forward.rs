@@ -1,0 +1,462 @@
+//! Forwarding confirmed events: a real Postgres, a real delivery worker, and a receiving HTTP
+//! server that checks every signature and validates every body against the JSON Schema.
+
+mod common;
+mod forwarding;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use forwarding::*;
+use futures::FutureExt;
+use iotpay_notify::config::ForwardSecret;
+use iotpay_notify::forward::signature;
+use iotpay_notify::store;
+use iotpay_notify::testing::TestDatabase;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Stores notifications through the HTTP app and returns their event ids.
+async fn notified(db: &TestDatabase, bodies: &[String]) -> Vec<String> {
+    let app = TestApp::spawn(db).await;
+    let mut ids = Vec::new();
+    for body in bodies {
+        assert_eq!(app.post_json(body).await, (200, "SUCCESS".into()));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let id: String = sqlx::query_scalar("SELECT event_id FROM payment_events WHERE pay_order_id = $1")
+            .bind(v["payOrderId"].as_str().unwrap())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+fn assert_well_formed(received: &[Received]) {
+    for r in received {
+        assert!(r.signature_ok, "signature of {} on {} does not verify", r.webhook_id, r.path);
+        assert!(r.schema_errors.is_empty(), "body violates the schema: {:?}\n{}", r.schema_errors, r.body);
+        assert_eq!(r.content_type, "application/json");
+        assert_eq!(r.body["data"]["event_id"], r.webhook_id.as_str(), "webhook-id is the event id");
+    }
+}
+
+#[tokio::test]
+async fn confirmed_events_reach_two_endpoints_signed_once_each() {
+    let metrics = iotpay_notify::telemetry::metrics_handle();
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    let endpoints = vec![rx.url("/ledger"), rx.url("/fulfilment")];
+    let ids = notified(
+        &db,
+        &[
+            signed(v3_pay("PF1", 1500), KEY),
+            signed(v3_refund("RF1", "PF1", 500), KEY),
+            signed(v2_pay("PF2", 2000), KEY),
+        ],
+    )
+    .await;
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 20, 20]), "w1");
+    let before = Instant::now();
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "6 deliveries delivered", || async { deliveries_with(&db.pool, "delivered").await == 6 }).await;
+    let latency = before.elapsed();
+    worker.stop().await;
+
+    let received = rx.received();
+    assert_well_formed(&received);
+    assert_eq!(received.len(), 6, "each event exactly once per endpoint");
+    for path in ["/ledger", "/fulfilment"] {
+        let mut got: Vec<String> = rx.received_on(path).into_iter().map(|r| r.webhook_id).collect();
+        got.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(got, want, "{path}");
+    }
+    let now = chrono::Utc::now().timestamp();
+    assert!(received.iter().all(|r| (now - r.timestamp).abs() < 60), "webhook-timestamp is the attempt's time");
+
+    let by_id: HashMap<String, serde_json::Value> =
+        rx.received_on("/ledger").into_iter().map(|r| (r.webhook_id, r.body)).collect();
+    let pay = &by_id[&ids[0]];
+    assert_eq!(pay["type"], "payment.succeeded");
+    assert_eq!(pay["data"]["amount"], 1500);
+    assert_eq!(pay["data"]["currency"], "CAD");
+    assert_eq!(pay["data"]["mch_id"], MCH);
+    assert_eq!(pay["data"]["mch_order_no"], "order-PF1");
+    assert_eq!(pay["data"]["pay_order_id"], "PF1");
+    assert_eq!(pay["data"]["status"], "confirmed");
+    assert_eq!(pay["data"]["card_num"], "432567******2266");
+    assert_eq!(pay["data"]["channel"], "PF_CC");
+    assert_eq!(pay["data"]["pay_succ_time"], "2021-04-07 19:44:51");
+    let refund = &by_id[&ids[1]];
+    assert_eq!(refund["type"], "refund.succeeded");
+    assert_eq!(refund["data"]["original_order_id"], "PF1");
+    assert_eq!(by_id[&ids[2]]["data"]["api_version"], "v2");
+    assert_eq!(by_id[&ids[2]]["data"]["card_type"], "V");
+
+    for id in &ids {
+        for ep in &endpoints {
+            let a = attempts(&db.pool, id, ep).await;
+            assert_eq!(a.len(), 1);
+            assert_eq!(a[0].0, 1);
+            assert_eq!(a[0].1, Some(200));
+            assert_eq!(a[0].3.as_deref(), Some("ok"), "the response snippet is kept");
+        }
+    }
+    let rendered = metrics.render();
+    assert!(rendered.contains("iotpay_forward_deliveries_total"), "{rendered}");
+    assert!(rendered.contains(&format!("endpoint=\"{}\"", rx.url("/ledger"))));
+    assert!(rendered.contains("iotpay_forward_attempt_duration_seconds_bucket"));
+    eprintln!("6 deliveries delivered {latency:?} after the confirmations");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_while_the_other_is_unaffected() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.script("/flaky", [Reply::Status(500), Reply::Status(500)]);
+    let endpoints = vec![rx.url("/flaky"), rx.url("/steady")];
+    let ids = insert_events(&db.pool, "FLAKY", 1).await;
+    // Retries come 300 ms apart, so the steady endpoint must be done long before the third try.
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 300, 300, 300]), "w1");
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "both delivered", || async { deliveries_with(&db.pool, "delivered").await == 2 }).await;
+    worker.stop().await;
+
+    assert_well_formed(&rx.received());
+    let flaky = rx.received_on("/flaky");
+    let steady = rx.received_on("/steady");
+    assert_eq!(flaky.len(), 3);
+    assert_eq!(steady.len(), 1);
+    assert!(steady[0].at < flaky[1].at, "the steady endpoint did not wait for the flaky one's retries");
+    assert!(flaky[1].at - flaky[0].at >= Duration::from_millis(250), "backoff between attempts");
+    assert!(flaky.iter().all(|r| r.webhook_id == ids[0]), "same webhook-id on every retry");
+
+    assert_eq!(delivery(&db.pool, &ids[0], &endpoints[0]).await, ("delivered".into(), 3));
+    let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
+    let summary: Vec<_> = a.iter().map(|a| (a.0, a.1, a.2.clone(), a.3.clone())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, Some(500), Some("HTTP 500".into()), Some("boom".into())),
+            (2, Some(500), Some("HTTP 500".into()), Some("boom".into())),
+            (3, Some(200), None, Some("ok".into())),
+        ]
+    );
+    assert_eq!(delivery(&db.pool, &ids[0], &endpoints[1]).await, ("delivered".into(), 1));
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_never_delays_the_others() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.default_reply("/slow", Reply::Sleep(Duration::from_secs(3)));
+    let endpoints = vec![rx.url("/slow"), rx.url("/fast")];
+    let ids = insert_events(&db.pool, "HOL", 8).await;
+    let mut settings = fast_settings(&[0, 20]);
+    settings.concurrency_per_endpoint = 2;
+    let worker = start(&db.pool, &endpoints, settings, "w1");
+    let t0 = Instant::now();
+    confirm(&db.pool, &ids, &endpoints).await;
+    let delivered_to = |endpoint: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE endpoint = $1 AND status = 'delivered'")
+                .bind(endpoint)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    wait_until(WAIT, "fast endpoint drained", || delivered_to(endpoints[1].clone()).map(|n| n == 8)).await;
+    let fast_done = t0.elapsed();
+    // The slow endpoint answers after 3 s, 2 at a time: its first answers have not even arrived.
+    assert!(fast_done < Duration::from_millis(2500), "the fast endpoint took {fast_done:?}");
+    assert_eq!(delivered_to(endpoints[0].clone()).await, 0);
+    // Bounded concurrency: 2 requests in flight on the slow endpoint, never more.
+    wait_until(WAIT, "the slow endpoint's 2 slots in use", || async { rx.received_on("/slow").len() >= 2 }).await;
+    if t0.elapsed() < Duration::from_millis(2900) {
+        assert_eq!(rx.received_on("/slow").len(), 2, "more than 2 requests in flight on the slow endpoint");
+    }
+    worker.stop().await;
+    assert_well_formed(&rx.received());
+    assert_eq!(delivered_to(endpoints[0].clone()).await, 2, "stopping waits for the attempts in flight");
+    eprintln!("fast endpoint drained in {fast_done:?} while the slow one held its 2 slots");
+}
+
+#[tokio::test]
+async fn an_attempt_that_exceeds_the_timeout_is_recorded_and_retried() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.script("/hangs", [Reply::Sleep(Duration::from_secs(5))]);
+    let endpoints = vec![rx.url("/hangs")];
+    let ids = insert_events(&db.pool, "TMO", 1).await;
+    let mut settings = fast_settings(&[0, 20, 20]);
+    settings.timeout = Duration::from_millis(300);
+    let worker = start(&db.pool, &endpoints, settings, "w1");
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "delivered after a timeout", || async { deliveries_with(&db.pool, "delivered").await == 1 }).await;
+    worker.stop().await;
+
+    let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
+    assert_eq!(a.len(), 2);
+    assert_eq!((a[0].1, a[0].2.as_deref()), (None, Some("timeout")));
+    assert!((250..2000).contains(&a[0].4), "the timed-out attempt lasted {} ms", a[0].4);
+    assert_eq!(a[1].1, Some(200));
+    assert_eq!(rx.received_on("/hangs").len(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.script("/busy", [Reply::RetryAfter(429, "1")]);
+    rx.script("/unavailable", [Reply::RetryAfter(503, "1")]);
+    let endpoints = vec![rx.url("/busy"), rx.url("/unavailable")];
+    let ids = insert_events(&db.pool, "RA", 1).await;
+    // The schedule alone would retry after 20 ms; Retry-After asks for 1 s.
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 20, 20]), "w1");
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "delivered after Retry-After", || async { deliveries_with(&db.pool, "delivered").await == 2 })
+        .await;
+    worker.stop().await;
+    for path in ["/busy", "/unavailable"] {
+        let got = rx.received_on(path);
+        assert_eq!(got.len(), 2, "{path}");
+        let gap = got[1].at - got[0].at;
+        assert!(gap >= Duration::from_millis(950), "{path}: retried after {gap:?}, before Retry-After");
+        assert!(gap < Duration::from_secs(5), "{path}: retried after {gap:?}");
+    }
+    let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
+    assert_eq!(a[0].1, Some(429));
+    assert_eq!(a[0].3.as_deref(), Some("slow down"));
+}
+
+#[tokio::test]
+async fn exhausted_schedule_is_dead_until_redriven_then_delivered() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.default_reply("/down", Reply::Status(502));
+    let endpoints = vec![rx.url("/down"), rx.url("/up")];
+    let ids = insert_events(&db.pool, "DEAD", 2).await;
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 10, 10]), "w1");
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "two dead, two delivered", || async {
+        deliveries_with(&db.pool, "dead").await == 2 && deliveries_with(&db.pool, "delivered").await == 2
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(delivery(&db.pool, id, &endpoints[0]).await, ("dead".into(), 3));
+        let a = attempts(&db.pool, id, &endpoints[0]).await;
+        assert_eq!(
+            a.iter().map(|a| (a.0, a.1)).collect::<Vec<_>>(),
+            vec![(1, Some(502)), (2, Some(502)), (3, Some(502))]
+        );
+    }
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM deliveries WHERE status = 'dead' LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(last_error.as_deref(), Some("HTTP 502"));
+    assert_eq!(rx.received_on("/down").len(), 6);
+
+    // The endpoint recovers; an operator redrives one event, then the rest of the endpoint.
+    rx.default_reply("/down", Reply::Ok);
+    let redriven = store::ops::redrive(&db.pool, None, Some(&ids[0])).await.unwrap();
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(
+        (redriven[0].event_id.as_str(), redriven[0].endpoint.as_str()),
+        (ids[0].as_str(), endpoints[0].as_str())
+    );
+    wait_until(WAIT, "redriven delivery delivered", || async {
+        delivery(&db.pool, &ids[0], &endpoints[0]).await.0 == "delivered"
+    })
+    .await;
+    assert_eq!(delivery(&db.pool, &ids[1], &endpoints[0]).await.0, "dead", "only the chosen event was redriven");
+    let redriven = store::ops::redrive(&db.pool, Some(&endpoints[0]), None).await.unwrap();
+    assert_eq!(redriven.len(), 1);
+    wait_until(WAIT, "all delivered", || async { deliveries_with(&db.pool, "delivered").await == 4 }).await;
+    worker.stop().await;
+
+    let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
+    assert_eq!(a.len(), 4, "history survives the redrive");
+    assert_eq!((a[3].0, a[3].1), (1, Some(200)), "the schedule restarted");
+    assert!(store::ops::redrive(&db.pool, None, None).await.unwrap().is_empty(), "delivered is never redriven");
+    assert_eq!(rx.received_on("/up").len(), 2, "the healthy endpoint got each event once");
+    assert_well_formed(&rx.received());
+}
+
+#[tokio::test]
+async fn two_workers_drain_a_backlog_without_duplicates() {
+    const EVENTS: i64 = 200;
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    // A little latency per answer, as a real endpoint has, so both workers are busy at once.
+    rx.set_delay(Duration::from_millis(5));
+    let endpoints = vec![rx.url("/a"), rx.url("/b")];
+    let ids = insert_events(&db.pool, "BULK", EVENTS).await;
+    let mut settings = fast_settings(&[0, 20, 20]);
+    settings.concurrency_per_endpoint = 8;
+    // Each worker has its own pool, as two `serve` processes would.
+    let pool_a =
+        sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
+    let pool_b =
+        sqlx::postgres::PgPoolOptions::new().max_connections(6).connect_with(db.options.clone()).await.unwrap();
+    let a = start(&pool_a, &endpoints, settings.clone(), "worker-a");
+    let b = start(&pool_b, &endpoints, settings, "worker-b");
+
+    // The whole backlog appears at once (one transaction), as after an outage of the endpoints.
+    let t0 = Instant::now();
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for id in &ids {
+        store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let total = EVENTS * 2;
+    wait_until(Duration::from_secs(60), "backlog drained", || async {
+        deliveries_with(&db.pool, "delivered").await == total
+    })
+    .await;
+    let elapsed = t0.elapsed();
+    a.stop().await;
+    b.stop().await;
+
+    let received = rx.received();
+    assert_eq!(received.len() as i64, total, "no duplicate delivery");
+    let mut seen = std::collections::HashSet::new();
+    for r in &received {
+        assert!(seen.insert((r.path.clone(), r.webhook_id.clone())), "{} sent twice to {}", r.webhook_id, r.path);
+    }
+    assert_well_formed(&received);
+    let per_worker: Vec<(String, i64)> =
+        sqlx::query_as("SELECT worker, count(*) FROM delivery_attempts GROUP BY worker ORDER BY worker")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(per_worker.iter().map(|w| w.1).sum::<i64>(), total, "one attempt per delivery");
+    assert_eq!(per_worker.len(), 2, "both workers took part: {per_worker:?}");
+    eprintln!(
+        "{total} deliveries drained by two workers in {elapsed:?} ({:.0}/s); split {per_worker:?}",
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn nothing_that_is_not_confirmed_is_ever_sent() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    let endpoints = vec![rx.url("/hook")];
+    let ids = insert_events(&db.pool, "NC", 4).await;
+    // Deliveries of events that are not confirmed (as a faulty writer or a later rejection
+    // could leave them), created first so that they are the oldest in the queue.
+    for (id, status) in ids[..3].iter().zip(["pending", "rejected", "unconfirmed"]) {
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query("UPDATE payment_events SET status = $2, status_reason = 'test' WHERE event_id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 10]), "w1");
+    confirm(&db.pool, &ids[3..], &endpoints).await;
+    wait_until(WAIT, "the confirmed event delivered", || async { deliveries_with(&db.pool, "delivered").await == 1 })
+        .await;
+    // A few more polls: the others are older and due, so they would have been claimed by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    let received = rx.received();
+    assert_eq!(received.iter().map(|r| r.webhook_id.clone()).collect::<Vec<_>>(), vec![ids[3].clone()]);
+    let untouched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 0 AND lease_token IS NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(untouched, 3);
+    assert_eq!(common::count(&db.pool, "delivery_attempts").await, 1);
+}
+
+#[test]
+fn signature_matches_the_standard_webhooks_reference_vector() {
+    let secret = ForwardSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let body = br#"{"test": 2432232314}"#;
+    let sig = signature::sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+    assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    assert!(signature::verify(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig, 1614265330).is_ok());
+}
+
+#[test]
+fn the_schema_rejects_what_the_contract_forbids() {
+    let schema = forwarding::schema();
+    let good = json!({
+        "type": "payment.succeeded", "timestamp": "2026-01-01T00:00:00.000Z",
+        "data": { "event_id": "evt_0123456789abcdef0123456789abcdef", "event_type": "payment.succeeded",
+                  "api_version": "v3", "mch_id": "1", "mch_order_no": "o", "pay_order_id": "p",
+                  "original_order_id": null, "amount": 1, "currency": "CAD", "status": "confirmed" }
+    });
+    assert!(schema.is_valid(&good));
+    let mut pending = good.clone();
+    pending["data"]["status"] = json!("pending");
+    assert!(!schema.is_valid(&pending), "only confirmed events are forwarded");
+    let mut string_amount = good.clone();
+    string_amount["data"]["amount"] = json!("1");
+    assert!(!schema.is_valid(&string_amount));
+    let mut no_id = good;
+    no_id["data"].as_object_mut().unwrap().remove("event_id");
+    assert!(!schema.is_valid(&no_id));
+}
+
+#[tokio::test]
+async fn a_crashed_workers_claim_expires_and_its_late_result_is_ignored() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    let endpoints = vec![rx.url("/hook")];
+    let ids = insert_events(&db.pool, "CRASH", 1).await;
+    confirm(&db.pool, &ids, &endpoints).await;
+    // A worker claims the delivery with a short lease, then "crashes" (never records).
+    let lease = Duration::from_millis(300);
+    let crashed = store::forward::claim(&db.pool, &endpoints[0], 10, lease, "crashed").await.unwrap();
+    assert_eq!(crashed.len(), 1);
+    assert!(
+        store::forward::claim(&db.pool, &endpoints[0], 10, lease, "other").await.unwrap().is_empty(),
+        "a leased delivery is not claimed twice"
+    );
+    let claimed_at = Instant::now();
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 10]), "w2");
+    wait_until(WAIT, "delivered after the lease expired", || async {
+        deliveries_with(&db.pool, "delivered").await == 1
+    })
+    .await;
+    worker.stop().await;
+    assert!(rx.received()[0].at - claimed_at >= Duration::from_millis(250), "not before the lease expired");
+
+    // The crashed worker's result arrives late: it is logged, but cannot change the delivery.
+    let c = &crashed[0];
+    let late = store::forward::Attempt {
+        delivery_id: c.delivery_id,
+        lease_token: c.lease_token.clone(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(5),
+        http_status: Some(500),
+        error: Some("HTTP 500"),
+        response_snippet: None,
+        worker: "crashed",
+        next: store::forward::Next::Dead,
+    };
+    assert!(!store::forward::record(&db.pool, &late).await.unwrap(), "the stale lease is refused");
+    assert_eq!(delivery(&db.pool, &ids[0], &endpoints[0]).await, ("delivered".into(), 1));
+    assert_eq!(attempts(&db.pool, &ids[0], &endpoints[0]).await.len(), 2, "both attempts are in the history");
+}
