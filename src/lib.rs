@@ -12,6 +12,7 @@ pub mod domain;
 pub mod forward;
 pub mod ingest;
 pub mod iotpay;
+pub mod pgcluster;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
