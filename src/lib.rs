@@ -13,6 +13,7 @@ pub mod forward;
 pub mod ingest;
 pub mod iotpay;
 pub mod pgcluster;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
