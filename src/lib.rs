@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod iotpay;
 pub mod pgcluster;
 pub mod sandbox;
+pub mod sink;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
