@@ -252,3 +252,21 @@ async fn the_service_stores_what_the_sandbox_sends() {
     let (_, answer) = query(&sandbox.v3_api_url(), forged.pay_order_id(), KEY).await;
     assert_eq!(answer["retMsg"], "order not exist");
 }
+
+#[tokio::test]
+async fn simultaneous_first_notifications_are_all_acknowledged_at_once() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(&db).await;
+    let sandbox = sandbox().await;
+    sandbox.set_notify_url(app.url("/iotpay/notify"));
+    // No re-send to hide behind: every copy must get SUCCESS on its only attempt.
+    let burst = SendOptions { concurrent: 8, max_attempts: Some(1), ..SendOptions::default() };
+    for _ in 0..10 {
+        let d = sandbox.send_v3_payment(100, &burst).await.unwrap();
+        let refused: Vec<_> = d.attempts.iter().filter(|a| !a.acknowledged()).collect();
+        assert!(refused.is_empty(), "copies of one new event refused: {refused:?}");
+    }
+    let counts: Vec<i32> =
+        sqlx::query_scalar("SELECT notification_count FROM payment_events").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(counts, vec![8; 10]);
+}

@@ -1,5 +1,6 @@
 //! `payment_events` and `notifications`: the idempotent write of one verified notification.
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::StoreError;
@@ -37,7 +38,31 @@ pub struct Recorded {
 pub async fn record_notification(pool: &PgPool, new: &NewNotification<'_>) -> Result<Recorded, StoreError> {
     let n = new.notification;
     let event_id = n.event_id();
-    let row = sqlx::query(
+    // ON CONFLICT only absorbs a race on its arbiter (event_id); two first sights of one event
+    // racing can still trip the equivalent identity constraint. The loser's statement rolled back
+    // whole; run once more, now as a repeat.
+    let row = match upsert(pool, new, &event_id).await {
+        Err(e) if is_unique_violation(&e) => upsert(pool, new, &event_id).await?,
+        other => other?,
+    };
+
+    let inserted: bool = row.try_get("inserted")?;
+    let differs_from_stored = !inserted
+        && (row.try_get::<i64, _>("amount")? != n.amount.get()
+            || row.try_get::<String, _>("currency")? != n.currency.as_str()
+            || row.try_get::<String, _>("mch_order_no")? != n.mch_order_no.as_str()
+            || row.try_get::<Option<String>, _>("original_order_id")?.as_deref()
+                != n.original_order_id.as_ref().map(|o| o.as_str()));
+    Ok(Recorded { event_id, inserted, notification_count: row.try_get("notification_count")?, differs_from_stored })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.code().as_deref() == Some("23505"))
+}
+
+async fn upsert(pool: &PgPool, new: &NewNotification<'_>, event_id: &EventId) -> Result<PgRow, sqlx::Error> {
+    let n = new.notification;
+    sqlx::query(
         r#"
         WITH ev AS (
             INSERT INTO payment_events (
@@ -84,14 +109,5 @@ pub async fn record_notification(pool: &PgPool, new: &NewNotification<'_>) -> Re
     .bind(new.remote_addr.as_deref())
     .bind(&new.fields)
     .fetch_one(pool)
-    .await?;
-
-    let inserted: bool = row.try_get("inserted")?;
-    let differs_from_stored = !inserted
-        && (row.try_get::<i64, _>("amount")? != n.amount.get()
-            || row.try_get::<String, _>("currency")? != n.currency.as_str()
-            || row.try_get::<String, _>("mch_order_no")? != n.mch_order_no.as_str()
-            || row.try_get::<Option<String>, _>("original_order_id")?.as_deref()
-                != n.original_order_id.as_ref().map(|o| o.as_str()));
-    Ok(Recorded { event_id, inserted, notification_count: row.try_get("notification_count")?, differs_from_stored })
+    .await
 }
