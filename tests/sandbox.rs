@@ -270,3 +270,37 @@ async fn simultaneous_first_notifications_are_all_acknowledged_at_once() {
         sqlx::query_scalar("SELECT notification_count FROM payment_events").fetch_all(&db.pool).await.unwrap();
     assert_eq!(counts, vec![8; 10]);
 }
+
+#[tokio::test]
+async fn the_sandbox_command_sends_to_the_service_and_reports() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(&db).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"))
+        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}"), "--notify-url", &app.url("/iotpay/notify")])
+        .args(["--v3-payments", "2", "--v3-refunds", "1", "--v2-payments", "1", "--forged", "1", "--amount", "4200"])
+        .args(["--retry-schedule", "50ms", "--exit-when-sent"])
+        .env_clear()
+        .env("IOTPAY_MERCHANTS", merchants_env())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("IOTPAY_V3_API_URL=http://127.0.0.1:{port}/v3")), "{stdout}");
+    assert_eq!(stdout.matches("acknowledged after 1 attempt(s), last answer 200 SUCCESS").count(), 4, "{stdout}");
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("sent forged") && l.contains("NOT acknowledged") && l.contains("401")));
+    for secret in [KEY, ROTATED_KEY, OTHER_KEY] {
+        assert!(!stdout.contains(secret) && !String::from_utf8_lossy(&out.stderr).contains(secret));
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT event_type, amount FROM payment_events ORDER BY created_at")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(types, ["payment.succeeded", "payment.succeeded", "refund.succeeded", "payment.succeeded"]);
+    assert!(rows.iter().all(|r| r.1 == 4200));
+}

@@ -122,3 +122,56 @@ async fn signed_garbage_is_a_400() {
     assert_eq!(post(&sink, "evt_6", "not json", SECRET, now()).await, 400);
     assert_eq!(sink.received()[0].verdict, Verdict::Malformed);
 }
+
+#[tokio::test]
+async fn the_sink_command_prints_one_line_per_event() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"))
+        .args(["sink", "--listen", &format!("127.0.0.1:{port}"), "--fail-first", "1"])
+        .env_clear()
+        .env("FORWARD_SECRET", SECRET)
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(banner.contains(&format!("FORWARD_URLS=http://127.0.0.1:{port}/webhook")), "{banner}");
+
+    let client = reqwest::Client::new();
+    let secret = ForwardSecret::parse(SECRET).unwrap();
+    let mut statuses = Vec::new();
+    for (id, secret) in
+        [("evt_c1", &secret), ("evt_c1", &secret), ("evt_c2", &ForwardSecret::parse(OTHER_SECRET).unwrap())]
+    {
+        let ts = now();
+        let body = event(id);
+        let resp = client
+            .post(format!("http://127.0.0.1:{port}/webhook"))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature::sign(secret, id, ts, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [503, 200, 401]);
+    let printed: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        printed[0].starts_with("503 evt_c1 payment.succeeded") && printed[0].contains("failing on purpose"),
+        "{printed:?}"
+    );
+    assert!(
+        printed[1].starts_with("200 evt_c1 payment.succeeded") && printed[1].contains("PC1 2500 CAD"),
+        "{printed:?}"
+    );
+    assert!(printed[2].starts_with("401 bad signature"), "{printed:?}");
+}
