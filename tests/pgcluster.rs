@@ -68,23 +68,44 @@ async fn cluster_answers_runs_unprivileged_and_leaves_nothing_when_dropped() {
     wait_until_gone(&dir, port, Duration::from_secs(1));
 }
 
+/// Run in a child process by the next test, so that no other cluster of the same process
+/// blurs what is left behind.
 #[test]
-fn a_server_that_cannot_start_reports_its_log_and_leaves_nothing() {
-    let before = cluster_dirs();
+#[ignore = "helper process for a_server_that_cannot_start_reports_its_log_and_leaves_nothing"]
+fn helper_fail_to_start() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
     let err = PgCluster::start(&ClusterOptions::default().setting("shared_buffers", "not-a-size")).unwrap_err();
     match &err {
         ClusterError::StartFailed { log } => assert!(log.contains("shared_buffers"), "{log}"),
         other => panic!("expected StartFailed, got {other:?}"),
     }
     assert!(err.to_string().contains("did not start"), "{err}");
-    let leaked: Vec<_> = cluster_dirs().into_iter().filter(|d| !before.contains(d)).collect();
+}
+
+#[test]
+fn a_server_that_cannot_start_reports_its_log_and_leaves_nothing() {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["helper_fail_to_start", "--exact", "--ignored", "--test-threads=1"])
+        .env(HELPER_ENV, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}");
+    let leaked = cluster_dirs(pid);
     assert!(leaked.is_empty(), "directories left behind: {leaked:?}");
 }
 
-/// This process's cluster directories, under both places a cluster may be created.
-fn cluster_dirs() -> Vec<PathBuf> {
-    let prefix = format!("iotpay-pgcluster-{}-", std::process::id());
-    [std::env::temp_dir(), PathBuf::from("/tmp")]
+/// Cluster directories of process `pid`, under both places a cluster may be created.
+fn cluster_dirs(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("iotpay-pgcluster-{pid}-");
+    let mut bases = vec![std::env::temp_dir(), PathBuf::from("/tmp")];
+    bases.dedup();
+    bases
         .iter()
         .filter_map(|base| std::fs::read_dir(base).ok())
         .flatten()
