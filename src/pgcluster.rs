@@ -371,7 +371,10 @@ impl Owner {
         Ok(Owner { ids: Some((uid, gid)) })
     }
 
+    /// Runs `cmd` as this owner, in a neutral environment.
     fn apply(&self, cmd: &mut Command) {
+        // A locale the machine lacks (a laptop's LANG) must not stop initdb or the server.
+        cmd.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT");
         if let Some((uid, gid)) = self.ids {
             // std drops supplementary groups when root changes uid.
             std::os::unix::process::CommandExt::uid(cmd, uid);
