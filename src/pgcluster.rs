@@ -181,6 +181,8 @@ pub struct PgCluster {
 struct Running {
     supervisor: Option<Child>,
     keepalive: Option<ChildStdin>,
+    /// The server's pid, as the supervisor reported it.
+    server_pid: Option<i32>,
 }
 
 impl PgCluster {
@@ -205,6 +207,14 @@ impl PgCluster {
             }
         }
         Err(last.expect("at least one attempt"))
+    }
+
+    /// [`PgCluster::start`] on a blocking thread, for async callers.
+    pub async fn start_async(options: ClusterOptions) -> Result<Self, ClusterError> {
+        match tokio::task::spawn_blocking(move || PgCluster::start(&options)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// The server's port on 127.0.0.1.
@@ -268,7 +278,9 @@ impl PgCluster {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut first = String::new();
         let _ = stdout.read_line(&mut first);
-        *self.running.get_mut().unwrap_or_else(|p| p.into_inner()) = Running { supervisor: Some(child), keepalive };
+        let server_pid = first.trim().parse().ok();
+        *self.running.get_mut().unwrap_or_else(|p| p.into_inner()) =
+            Running { supervisor: Some(child), keepalive, server_pid };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -300,6 +312,11 @@ impl PgCluster {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(10));
+            }
+            // The supervisor is stuck: end the server ourselves, then the supervisor.
+            if let Some(pid) = running.server_pid.filter(|p| *p > 0) {
+                // SAFETY: kill has no memory-safety preconditions; the pid is the server's.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             let _ = child.kill();
             let _ = child.wait();

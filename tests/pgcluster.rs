@@ -48,7 +48,7 @@ fn wait_until_gone(dir: &Path, port: u16, within: Duration) {
 #[tokio::test]
 async fn cluster_answers_runs_unprivileged_and_leaves_nothing_when_dropped() {
     let started = Instant::now();
-    let cluster = tokio::task::spawn_blocking(|| PgCluster::start(&ClusterOptions::default())).await.unwrap().unwrap();
+    let cluster = PgCluster::start_async(ClusterOptions::default()).await.unwrap();
     eprintln!("cluster started in {:?}", started.elapsed());
     let (dir, port) = (cluster.dir().to_path_buf(), cluster.port());
     assert_ne!(port, 5432);
