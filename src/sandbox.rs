@@ -221,6 +221,9 @@ pub struct SendOptions {
     pub forge_sign: bool,
     /// At most this many attempts per copy (default: the retry schedule's).
     pub max_attempts: Option<usize>,
+    /// Send as `application/x-www-form-urlencoded` instead of JSON (the v2 document does not
+    /// state the encoding).
+    pub form_encoded: bool,
 }
 
 /// One POST of a notification.
@@ -491,15 +494,20 @@ impl Sandbox {
     pub async fn notify(&self, order: &Order, options: &SendOptions) -> Result<Delivery, SandboxError> {
         let url = lock(&self.shared.notify_url).clone().ok_or(SandboxError::NoNotifyUrl)?;
         let body = self.notification(order, options);
-        let text = body.to_string();
+        let (text, content_type) = if options.form_encoded {
+            (form_encode(&body), "application/x-www-form-urlencoded")
+        } else {
+            (body.to_string(), "application/json")
+        };
         let schedule = lock(&self.shared.retry_schedule).clone();
         let max_attempts = options.max_attempts.unwrap_or(schedule.len() + 1).max(1);
         let copies = options.concurrent.max(1);
         let mut tasks = tokio::task::JoinSet::new();
         for copy in 0..copies {
             let (shared, url, text, schedule) = (self.shared.clone(), url.clone(), text.clone(), schedule.clone());
-            tasks
-                .spawn(async move { shared.send_until_acknowledged(&url, &text, copy, max_attempts, &schedule).await });
+            tasks.spawn(async move {
+                shared.send_until_acknowledged(&url, &text, content_type, copy, max_attempts, &schedule).await
+            });
         }
         let mut attempts = Vec::new();
         let mut acknowledged = true;
@@ -509,7 +517,7 @@ impl Sandbox {
             attempts.extend(copy_attempts);
         }
         for i in 0..options.duplicates {
-            attempts.push(self.shared.post(&url, &text, copies + i, 1).await);
+            attempts.push(self.shared.post(&url, &text, content_type, copies + i, 1).await);
         }
         Ok(Delivery { order: Some(order.clone()), body, attempts, acknowledged })
     }
@@ -552,13 +560,14 @@ impl Shared {
         &self,
         url: &str,
         body: &str,
+        content_type: &'static str,
         copy: u32,
         max_attempts: usize,
         schedule: &[Duration],
     ) -> Vec<Attempt> {
         let mut attempts = Vec::new();
         for number in 1..=max_attempts {
-            let attempt = self.post(url, body, copy, number as u32).await;
+            let attempt = self.post(url, body, content_type, copy, number as u32).await;
             let done = attempt.acknowledged();
             attempts.push(attempt);
             if done || number == max_attempts {
@@ -570,8 +579,8 @@ impl Shared {
         attempts
     }
 
-    async fn post(&self, url: &str, body: &str, copy: u32, number: u32) -> Attempt {
-        let sent = self.client.post(url).header("content-type", "application/json").body(body.to_owned()).send().await;
+    async fn post(&self, url: &str, body: &str, content_type: &str, copy: u32, number: u32) -> Attempt {
+        let sent = self.client.post(url).header("content-type", content_type).body(body.to_owned()).send().await;
         match sent {
             Ok(resp) => {
                 let status = Some(resp.status().as_u16());
@@ -591,6 +600,24 @@ impl Shared {
         );
         lock(&self.queries).push(QueryRecord { api_version, pay_order_id, outcome });
     }
+}
+
+/// `name=value&…` of a flat JSON object, values as the text they sign as.
+fn form_encode(body: &Value) -> String {
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    body.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            format!("{}={}", encode(k), encode(&text))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -753,6 +780,9 @@ pub mod command {
         /// Send each notification this many more times after SUCCESS.
         #[arg(long, default_value_t = 0)]
         pub duplicates: u32,
+        /// Send notifications form-encoded instead of JSON.
+        #[arg(long)]
+        pub form: bool,
         /// Send each notification as this many simultaneous copies.
         #[arg(long, default_value_t = 1)]
         pub concurrent: u32,
@@ -838,7 +868,12 @@ pub mod command {
         if sends > 0 && args.notify_url.is_none() {
             bail!("--notify-url is required to send notifications");
         }
-        let knobs = SendOptions { duplicates: args.duplicates, concurrent: args.concurrent, ..SendOptions::default() };
+        let knobs = SendOptions {
+            duplicates: args.duplicates,
+            concurrent: args.concurrent,
+            form_encoded: args.form,
+            ..SendOptions::default()
+        };
         let mut unacknowledged = 0;
         let mut payments = Vec::new();
         for _ in 0..args.v3_payments {
