@@ -300,7 +300,7 @@ impl PgCluster {
         }
     }
 
-    /// Stops the server only (the supervisor removes the directory unless told to keep it).
+    /// Stops the server; the supervisor removes the directory as it exits.
     fn stop_server(&self) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // Closing the pipe is the stop signal.
