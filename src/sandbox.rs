@@ -401,6 +401,12 @@ impl Sandbox {
         lock(&self.shared.orders).iter().find(|o| o.pay_order_id == pay_order_id).cloned()
     }
 
+    /// Changes an order in the book, and so what later queries tell (e.g. `status = 9`, failed).
+    /// Returns false when there is no such order.
+    pub fn update_order(&self, pay_order_id: &str, change: impl FnOnce(&mut Order)) -> bool {
+        lock(&self.shared.orders).iter_mut().find(|o| o.pay_order_id == pay_order_id).map(change).is_some()
+    }
+
     /// Every query received so far.
     pub fn queries(&self) -> Vec<QueryRecord> {
         lock(&self.shared.queries).clone()

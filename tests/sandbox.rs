@@ -78,6 +78,13 @@ async fn query_answers_are_signed_and_tell_the_books_truth() {
     assert_eq!(order["transid"], v2.trans_num.as_str());
     assert_eq!(order["mchId"], MCH);
 
+    // What the book says is what later queries tell.
+    assert!(sandbox.update_order(&v2.pay_order_id, |o| o.status = 9));
+    let (_, answer) = query(&sandbox.v2_api_url(), &v2.pay_order_id, KEY).await;
+    assert_eq!(answer["order"]["status"], 9);
+    assert!(verifies(&answer["order"], KEY));
+    assert!(!sandbox.update_order("PC-NO-SUCH-ORDER", |o| o.status = 9));
+
     // A refund larger than what remains is refused.
     assert!(sandbox.create_v3_refund(&payment.pay_order_id, 1501).is_err());
 }
