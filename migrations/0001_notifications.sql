@@ -30,9 +30,14 @@ CREATE TABLE payment_events (
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     last_notified_at   timestamptz NOT NULL DEFAULT now(),
-    confirmed_at       timestamptz,
-    CONSTRAINT payment_events_identity UNIQUE (mch_id, pay_order_id, event_type)
+    confirmed_at       timestamptz
 );
+
+-- Identity (mch_id, pay_order_id, event_type) is enforced by the primary key: event_id is derived
+-- from exactly those three values. A second UNIQUE index on them would not be the ON CONFLICT
+-- arbiter, so simultaneous first inserts of one event would fail on it instead of becoming
+-- counted repeats; this index only serves look-ups.
+CREATE INDEX payment_events_identity_idx ON payment_events (mch_id, pay_order_id, event_type);
 
 CREATE INDEX payment_events_status_idx ON payment_events (status, created_at);
 

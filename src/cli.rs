@@ -1,4 +1,4 @@
-//! Command line: `serve` and `migrate`. The program's edge: errors become one line and an exit code.
+//! Command line: `serve`, `migrate`, `sandbox`, `sink`. The program's edge: errors become one line and an exit code.
 
 use std::process::ExitCode;
 
@@ -30,6 +30,10 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// A simulated IOTPay for development: serves cc_query, sends signed notifications.
+    Sandbox(crate::sandbox::command::SandboxArgs),
+    /// Receive forwarded events: verify their signature, print them; can fail on purpose.
+    Sink(crate::sink::command::SinkArgs),
     /// Inspect stored events (needs only DATABASE_URL).
     Events {
         /// What to do.
@@ -116,6 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
+        Command::Sandbox(args) => crate::sandbox::command::run(args).await,
+        Command::Sink(args) => crate::sink::command::run(args).await,
     }
 }
 
@@ -193,7 +199,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,12 +1,15 @@
 //! Support for tests and benchmarks: an isolated, migrated database per test on a real server.
 //!
-//! The server is `DATABASE_URL` when set, else the local default `postgres://postgres@127.0.0.1:5432/postgres`.
+//! The server is `DATABASE_URL` when set. Otherwise the test process starts one throwaway
+//! cluster ([`crate::pgcluster`]) the first time a test needs it, shared by every test of the
+//! process and gone when the process ends: `cargo test` needs PostgreSQL installed, not running.
+
+use std::sync::OnceLock;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection, PgConnection, PgPool};
 
-/// The server used when `DATABASE_URL` is not set.
-pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use crate::pgcluster::{ClusterOptions, PgCluster};
 
 /// A database created for one test, migrated, and dropped when this value is dropped.
 pub struct TestDatabase {
@@ -19,10 +22,46 @@ pub struct TestDatabase {
     admin: PgConnectOptions,
 }
 
-/// Connection options of the server that hosts test databases.
+/// Connection options of the server that hosts test databases: `DATABASE_URL`, or this
+/// process's throwaway cluster (started on first use).
 pub fn server_options() -> PgConnectOptions {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned());
-    url.parse().expect("DATABASE_URL is a valid Postgres URL")
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => url.parse().expect("DATABASE_URL is a valid Postgres URL"),
+        _ => shared_cluster().connect_options(),
+    }
+}
+
+static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+
+/// The test process's throwaway cluster. A static is never dropped: an `atexit` hook stops it
+/// when the process exits normally, and its supervisor does on any other end.
+pub fn shared_cluster() -> &'static PgCluster {
+    let started = CLUSTER.get_or_init(|| {
+        let cluster =
+            PgCluster::start(&test_cluster_options()).map_err(|e| format!("DATABASE_URL is unset and {e}"))?;
+        // SAFETY: registers a plain `extern "C"` function without arguments; it cannot unwind.
+        unsafe { libc::atexit(stop_shared_cluster) };
+        Ok(cluster)
+    });
+    match started {
+        Ok(cluster) => cluster,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// Waits for the shared cluster to be gone, so nothing is left the moment the process has exited.
+extern "C" fn stop_shared_cluster() {
+    if let Some(Ok(cluster)) = CLUSTER.get() {
+        // A panic must not cross the FFI boundary.
+        let _ = std::panic::catch_unwind(|| cluster.stop());
+    }
+}
+
+/// Settings of the test cluster: small, many connections (tests run in parallel, each with a
+/// pool of up to 20). Durability settings (fsync,
+/// synchronous_commit) stay at their defaults, so timings measured on it stay honest.
+pub fn test_cluster_options() -> ClusterOptions {
+    ClusterOptions::default().setting("max_connections", "300").setting("shared_buffers", "32MB")
 }
 
 impl TestDatabase {
@@ -30,8 +69,7 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin = server_options().database("postgres");
         let name = format!("iotpay_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn =
-            PgConnection::connect_with(&admin).await.expect("the test Postgres server answers (set DATABASE_URL)");
+        let mut conn = PgConnection::connect_with(&admin).await.expect("the test Postgres server answers");
         sqlx::query(&format!(r#"CREATE DATABASE "{name}""#)).execute(&mut conn).await.expect("CREATE DATABASE");
         let _ = conn.close().await;
         let options = admin.clone().database(&name);

@@ -1,0 +1,326 @@
+//! A receiver of forwarded events for development, tests and the demo: verifies each Standard
+//! Webhooks signature with [`crate::forward::signature::verify`], records and prints the event,
+//! and can be told to fail for a while to simulate an endpoint outage.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Router;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ForwardSecret;
+use crate::forward::signature;
+
+/// How a sink starts.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The `FORWARD_SECRET` the service signs with.
+    pub secret: ForwardSecret,
+    /// Answer 503 to the first N correctly signed requests.
+    pub fail_first: u32,
+    /// Answer 503 to correctly signed requests for this long after start.
+    pub fail_for: Option<Duration>,
+    /// Print one line per request on stdout.
+    pub print: bool,
+}
+
+impl SinkConfig {
+    /// A quiet sink on a free port of 127.0.0.1 that accepts everything correctly signed.
+    pub fn new(secret: ForwardSecret) -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)), secret, fail_first: 0, fail_for: None, print: false }
+    }
+}
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("binding {addr}: {source}")]
+pub struct SinkError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The cause.
+    pub source: std::io::Error,
+}
+
+/// What the sink made of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed correctly and accepted: 200.
+    Accepted,
+    /// Signed correctly, refused on purpose (outage simulation): 503.
+    Failing,
+    /// Signature missing, wrong, or outside the time tolerance: 401.
+    BadSignature,
+    /// Signed correctly but the body is not a JSON event: 400.
+    Malformed,
+}
+
+impl Verdict {
+    /// The HTTP status answered.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Verdict::Accepted => StatusCode::OK,
+            Verdict::Failing => StatusCode::SERVICE_UNAVAILABLE,
+            Verdict::BadSignature => StatusCode::UNAUTHORIZED,
+            Verdict::Malformed => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `webhook-id` (empty when absent).
+    pub webhook_id: String,
+    /// `webhook-timestamp`, when it parsed.
+    pub timestamp: Option<i64>,
+    /// The JSON body (`Null` when it is not JSON).
+    pub body: Value,
+    /// What the sink answered.
+    pub verdict: Verdict,
+    /// True when this `webhook-id` had already been accepted (at-least-once delivery).
+    pub repeat: bool,
+}
+
+impl Received {
+    /// The event's `type`.
+    pub fn event_type(&self) -> &str {
+        self.body["type"].as_str().unwrap_or("?")
+    }
+
+    /// A field of the event's `data`, as text.
+    pub fn data(&self, field: &str) -> String {
+        match &self.body["data"][field] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    /// One readable line: answer, id, type, version, order, amount.
+    pub fn line(&self) -> String {
+        let status = self.verdict.status().as_u16();
+        match self.verdict {
+            Verdict::BadSignature => format!("{status} bad signature, refused (webhook-id {:?})", self.webhook_id),
+            Verdict::Malformed => format!("{status} signed but not a JSON event (webhook-id {})", self.webhook_id),
+            Verdict::Accepted | Verdict::Failing => format!(
+                "{status} {} {:<18} {} {} {} {} {}{}{}",
+                self.webhook_id,
+                self.event_type(),
+                self.data("api_version"),
+                self.data("pay_order_id"),
+                self.data("amount"),
+                self.data("currency"),
+                self.data("status"),
+                if self.verdict == Verdict::Failing { "  (failing on purpose)" } else { "" },
+                if self.repeat { "  (repeat)" } else { "" },
+            ),
+        }
+    }
+}
+
+struct Shared {
+    secret: ForwardSecret,
+    fail_remaining: AtomicU32,
+    fail_until: Mutex<Option<Instant>>,
+    received: Mutex<Vec<Received>>,
+    print: bool,
+    events: broadcast::Sender<Received>,
+}
+
+/// A running sink; stops serving when dropped.
+pub struct Sink {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Sink {
+    /// Binds and starts serving.
+    pub async fn start(config: SinkConfig) -> Result<Sink, SinkError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SinkError { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| SinkError { addr: config.listen, source })?;
+        let shared = Arc::new(Shared {
+            secret: config.secret,
+            fail_remaining: AtomicU32::new(config.fail_first),
+            fail_until: Mutex::new(config.fail_for.map(|d| Instant::now() + d)),
+            received: Mutex::default(),
+            print: config.print,
+            events: broadcast::channel(1024).0,
+        });
+        // Any path: FORWARD_URLS may name whatever path the operator likes.
+        let router = Router::new().fallback(receive).with_state(shared.clone());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await;
+        });
+        Ok(Sink { addr, shared, stop })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A URL for `FORWARD_URLS`.
+    pub fn url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+
+    /// Every request received, in order.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
+    /// The requests accepted with 200.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.verdict == Verdict::Accepted).collect()
+    }
+
+    /// Each request as it arrives (for progress display).
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.shared.events.subscribe()
+    }
+
+    /// Answers 503 to the next `n` correctly signed requests.
+    pub fn fail_next(&self, n: u32) {
+        self.shared.fail_remaining.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers 503 to correctly signed requests for `duration` from now.
+    pub fn fail_for(&self, duration: Duration) {
+        *lock(&self.shared.fail_until) = Some(Instant::now() + duration);
+    }
+
+    /// Ends any simulated outage now.
+    pub fn heal(&self) {
+        self.shared.fail_remaining.store(0, Ordering::SeqCst);
+        *lock(&self.shared.fail_until) = None;
+    }
+
+    /// Waits until at least `n` requests were accepted, or `timeout`; returns whether they were.
+    pub async fn wait_for_accepted(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.accepted().len() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn receive(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED;
+    }
+    let webhook_id = header(&headers, "webhook-id").unwrap_or_default().to_owned();
+    let timestamp = header(&headers, "webhook-timestamp").and_then(|t| t.trim().parse::<i64>().ok());
+    let signature_header = header(&headers, "webhook-signature").unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    let verified = match timestamp {
+        Some(ts) if !webhook_id.is_empty() => {
+            signature::verify(&shared.secret, &webhook_id, ts, &body, signature_header, now).is_ok()
+        }
+        _ => false,
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
+    let verdict = if !verified {
+        Verdict::BadSignature
+    } else if parsed.is_none() {
+        Verdict::Malformed
+    } else if failing(&shared) {
+        Verdict::Failing
+    } else {
+        Verdict::Accepted
+    };
+    let mut received = lock(&shared.received);
+    let repeat = verdict == Verdict::Accepted
+        && received.iter().any(|r| r.verdict == Verdict::Accepted && r.webhook_id == webhook_id);
+    let record = Received { webhook_id, timestamp, body: parsed.unwrap_or(Value::Null), verdict, repeat };
+    received.push(record.clone());
+    drop(received);
+    if shared.print {
+        println!("{}", record.line());
+    }
+    let _ = shared.events.send(record);
+    verdict.status()
+}
+
+fn failing(shared: &Shared) -> bool {
+    if shared.fail_remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return true;
+    }
+    lock(&shared.fail_until).is_some_and(|until| Instant::now() < until)
+}
+
+/// The `iotpay-notify sink` subcommand: a thin command line over [`Sink`].
+pub mod command {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use anyhow::Context;
+
+    use super::{Sink, SinkConfig};
+    use crate::config::ForwardSecret;
+
+    /// Flags of `iotpay-notify sink`.
+    #[derive(Debug, clap::Args)]
+    pub struct SinkArgs {
+        /// Listen address; any path is accepted (e.g. FORWARD_URLS=http://127.0.0.1:8099/webhook).
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        pub listen: SocketAddr,
+        /// The Standard Webhooks secret the service signs with (`whsec_…`).
+        #[arg(long, env = "FORWARD_SECRET", hide_env_values = true)]
+        pub secret: String,
+        /// Answer 503 to the first N correctly signed requests.
+        #[arg(long, default_value_t = 0)]
+        pub fail_first: u32,
+        /// Answer 503 to correctly signed requests for SECS seconds after start.
+        #[arg(long, value_name = "SECS")]
+        pub fail_for: Option<u64>,
+    }
+
+    /// Runs the sink until Ctrl-C, printing one line per request.
+    pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
+        let secret =
+            ForwardSecret::parse(&args.secret).map_err(anyhow::Error::msg).context("--secret / FORWARD_SECRET")?;
+        let mut config = SinkConfig::new(secret);
+        config.listen = args.listen;
+        config.fail_first = args.fail_first;
+        config.fail_for = args.fail_for.map(Duration::from_secs);
+        config.print = true;
+        let sink = Sink::start(config).await?;
+        println!("sink listening: FORWARD_URLS={} (Ctrl-C to stop)", sink.url());
+        crate::cli::wait_for_signal().await;
+        Ok(())
+    }
+}
