@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
 COPY migrations ./migrations
 COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked --bin iotpay-notify
 
 # Runtime stage: a small image, CA roots for TLS to IOTPay, an unprivileged user.

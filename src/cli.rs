@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::config::Config;
 use crate::{store, telemetry};
 
@@ -46,6 +45,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::DeliveriesCommand,
     },
+    /// Play the whole flow on one machine (throwaway PostgreSQL unless DATABASE_URL is set).
+    Demo,
     /// Load-test a running service's `POST /iotpay/notify` and print throughput and latency.
     Bench(BenchArgs),
 }
@@ -110,6 +111,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate } => serve(no_migrate).await,
         Command::Bench(args) => bench(args).await,
+        Command::Demo => {
+            // The demo prints its own story; service logs only when RUST_LOG asks for them.
+            if std::env::var_os("RUST_LOG").is_some() {
+                telemetry::init_logs(crate::config::LogFormat::Text);
+            }
+            crate::demo::run().await
+        }
         Command::Migrate => {
             let config = Config::from_env()?;
             telemetry::init_logs(config.log_format);
@@ -132,10 +140,10 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     if !no_migrate {
         store::migrate(&pool).await.context("applying migrations (is the database reachable?)")?;
     }
-    let app = App::bind(&config, pool.clone()).await.with_context(|| format!("binding {}", config.listen_addr))?;
     let shutdown = CancellationToken::new();
+    let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
     tracing::info!(
-        addr = %app.local_addr(),
+        addr = %running.addr(),
         merchants = config.merchants.ids().count(),
         time_zone = %config.iotpay_time_zone,
         "serving"
@@ -146,27 +154,7 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
         tracing::info!("shutdown requested: finishing in-flight requests");
         signal.cancel();
     });
-    // Background workers run until `shutdown` is cancelled; each adds itself here.
-    let mut workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
-    crate::confirm::spawn(&mut workers, pool.clone(), &config, shutdown.clone())
-        .context("starting the confirmation worker")?;
-    if let (false, Some(secret)) = (config.forward_urls.is_empty(), config.forward_secret.clone()) {
-        let forwarder = crate::forward::Forwarder::new(
-            pool.clone(),
-            config.forward_urls.clone(),
-            secret,
-            config.forward.clone(),
-            None,
-        )
-        .context("building the forwarding HTTP client")?;
-        workers.spawn(forwarder.run(shutdown.clone()));
-    } else {
-        tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
-    }
-    let stop = shutdown.clone();
-    app.serve(async move { stop.cancelled().await }).await?;
-    shutdown.cancel();
-    workers.join_all().await;
+    running.wait().await?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

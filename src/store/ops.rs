@@ -226,3 +226,52 @@ pub async fn redrive(
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
+
+/// One event with its delivery totals, for a compact report (the demo's final table).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventOverview {
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// v3 or v2.
+    pub api_version: String,
+    /// IOTPay's order id.
+    pub pay_order_id: String,
+    /// Cents.
+    pub amount: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// pending / confirmed / rejected / unconfirmed.
+    pub status: String,
+    /// Why rejected / unconfirmed.
+    pub status_reason: Option<String>,
+    /// Valid notifications received.
+    pub notification_count: i32,
+    /// Deliveries (one per endpoint).
+    pub deliveries: i64,
+    /// Of which delivered.
+    pub delivered: i64,
+    /// Delivery attempts made, all endpoints.
+    pub attempts: i64,
+}
+
+/// Overview of the events of the given IOTPay order ids, oldest first.
+pub async fn event_overview(pool: &PgPool, pay_order_ids: &[String]) -> Result<Vec<EventOverview>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.event_id, e.event_type, e.api_version, e.pay_order_id, e.amount, e.currency, e.status,
+                e.status_reason, e.notification_count,
+                count(d.id) AS deliveries,
+                count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
+                (SELECT count(*) FROM delivery_attempts a JOIN deliveries d2 ON d2.id = a.delivery_id
+                  WHERE d2.event_id = e.event_id) AS attempts
+           FROM payment_events e
+           LEFT JOIN deliveries d ON d.event_id = e.event_id
+          WHERE e.pay_order_id = ANY($1)
+          GROUP BY e.event_id
+          ORDER BY e.created_at, e.event_id",
+    )
+    .bind(pay_order_ids)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,345 @@
+//! `iotpay-notify demo`: the whole flow on one machine, in one process — a throwaway PostgreSQL
+//! (unless `DATABASE_URL` is set), the service (receiver + confirmation + forwarding), the sandbox
+//! IOTPay and a sink — playing a scripted story, then a table a person can check against it.
+//!
+//! The demo checks its own story: it exits non-zero if any event ends differently than told.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ForwardSecret};
+use crate::domain::{MchId, MerchantKey};
+use crate::pgcluster::{ClusterOptions, PgCluster};
+use crate::sandbox::{Delivery, Sandbox, SandboxConfig, SendOptions};
+use crate::sink::{Sink, SinkConfig};
+use crate::store::{self, ops::EventOverview};
+
+const MCH_ID: &str = "10000701";
+/// Longest wait for the story's events to settle.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// What each told event must end as.
+struct Expect {
+    pay_order_id: String,
+    what: &'static str,
+    status: &'static str,
+    delivered: bool,
+}
+
+/// Runs the demo; `Ok` only when every event ended as the story says.
+pub async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (pool, _cluster) = database().await?;
+    store::migrate(&pool).await.context("applying migrations")?;
+    say("database migrated");
+
+    let key = MerchantKey::new(hex::encode_upper(rand::random::<[u8; 16]>()));
+    let mch_id = MchId::parse(MCH_ID).expect("valid demo merchant id");
+    let secret_text = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>()));
+    let secret = ForwardSecret::parse(&secret_text).expect("the demo secret is well formed");
+
+    let sink = Sink::start(SinkConfig::new(secret)).await?;
+    let mut sandbox_config = SandboxConfig::new(mch_id, key.clone());
+    sandbox_config.retry_schedule = vec![Duration::from_millis(300); 5];
+    let sandbox = Sandbox::start(sandbox_config).await?;
+
+    let env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", "postgres://demo@127.0.0.1/demo".to_owned()),
+        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("IOTPAY_MERCHANTS", format!("{MCH_ID}:{}", key.expose())),
+        ("IOTPAY_V3_API_URL", sandbox.v3_api_url()),
+        ("IOTPAY_V2_API_URL", sandbox.v2_api_url()),
+        ("FORWARD_URLS", format!("{}/webhooks/iotpay", sink.url().trim_end_matches('/'))),
+        ("FORWARD_SECRET", secret_text),
+        ("FORWARD_RETRY_SCHEDULE", "0,1,1,2,3,5".to_owned()),
+        ("CONFIRM_FIRST_RETRY_MS", "300".to_owned()),
+    ]);
+    let config = Config::from_lookup(|k| env.get(k).cloned()).context("demo configuration")?;
+    let shutdown = CancellationToken::new();
+    let service = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
+    let notify_url = format!("http://{}/iotpay/notify", service.addr());
+    sandbox.set_notify_url(&notify_url);
+    say(&format!("service listening on {}  (IOTPay sandbox {}, sink {})", service.addr(), sandbox.addr(), sink.addr()));
+    println!();
+
+    let story = play(&sandbox, &sink, &pool).await;
+    let settled = match &story {
+        Ok(expects) => settle(&pool, expects).await,
+        Err(_) => Ok(()),
+    };
+    shutdown.cancel();
+    service.wait().await.context("stopping the service")?;
+    let expects = story?;
+    settled?;
+
+    let ids: Vec<String> = expects.iter().map(|e| e.pay_order_id.clone()).collect();
+    let rows = store::ops::event_overview(&pool, &ids).await?;
+    println!();
+    print_table(&expects, &rows);
+    let failures = check(&expects, &rows);
+    pool.close().await;
+    println!();
+    if !failures.is_empty() {
+        bail!("the story did not end as told:\n  {}", failures.join("\n  "));
+    }
+    say(&format!(
+        "every event ended as told; sink accepted {} signed deliveries; done in {:.1} s, nothing left running",
+        sink.accepted().len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The database: `DATABASE_URL` when set, else a throwaway cluster stopped and deleted on drop.
+async fn database() -> anyhow::Result<(PgPool, Option<PgCluster>)> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().context("DATABASE_URL is not a Postgres URL")?;
+        let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or(""));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot reach the database of DATABASE_URL ({target})"))?;
+        say(&format!("using the database of DATABASE_URL ({target})"));
+        return Ok((pool, None));
+    }
+    say("DATABASE_URL is not set: starting a throwaway PostgreSQL cluster");
+    let cluster = PgCluster::start_async(ClusterOptions::default()).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with(cluster.connect_options()).await?;
+    say(&format!("throwaway PostgreSQL on 127.0.0.1:{} in {}", cluster.port(), cluster.dir().display()));
+    Ok((pool, Some(cluster)))
+}
+
+async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<Vec<Expect>> {
+    let plain = SendOptions::default();
+    let mut expects = Vec::new();
+
+    step(1, "IOTPay notifies a v3 card payment of CAD 15.00");
+    let payment = sandbox.send_v3_payment(1500, &plain).await?;
+    report_send(&payment);
+    wait_for(pool, payment.pay_order_id(), "confirmed").await?;
+    expects.push(expect(&payment, "v3 payment", "confirmed", true));
+
+    step(2, "IOTPay re-sends it: 3 simultaneous copies, then 2 late duplicates");
+    let order = payment.order.clone().context("the payment has an order")?;
+    let resent =
+        sandbox.notify(&order, &SendOptions { concurrent: 3, duplicates: 2, ..SendOptions::default() }).await?;
+    report_send(&resent);
+    detail("still one event; its notification_count grows, it is confirmed and forwarded once");
+
+    step(3, "IOTPay notifies a refund of CAD 5.00 of that payment");
+    let refund = sandbox.send_v3_refund(payment.pay_order_id(), 500, &plain).await?;
+    report_send(&refund);
+    wait_for(pool, refund.pay_order_id(), "confirmed").await?;
+    expects.push(expect(&refund, "v3 refund", "confirmed", true));
+
+    step(4, "A merchant on the deprecated v2 API: a CAD 20.00 payment, form-encoded");
+    let v2 = sandbox.send_v2_payment(2000, &SendOptions { form_encoded: true, ..SendOptions::default() }).await?;
+    report_send(&v2);
+    wait_for(pool, v2.pay_order_id(), "confirmed").await?;
+    expects.push(expect(&v2, "v2 payment", "confirmed", true));
+
+    step(5, "Someone forges a CAD 999.00 payment without the merchant key");
+    let forged = sandbox
+        .send_v3_payment(99_900, &SendOptions { forge_sign: true, max_attempts: Some(1), ..plain.clone() })
+        .await?;
+    report_send(&forged);
+    detail("refused with 401: nothing stored, nothing asked of IOTPay");
+    expects.push(Expect {
+        pay_order_id: forged.pay_order_id().to_owned(),
+        what: "forged",
+        status: "absent",
+        delivered: false,
+    });
+
+    step(6, "A validly signed notification says CAD 1,000.00 for a CAD 10.00 payment (leaked key)");
+    let tampered =
+        sandbox.send_v3_payment(1000, &SendOptions { tamper_amount: Some(100_000), ..plain.clone() }).await?;
+    report_send(&tampered);
+    wait_for(pool, tampered.pay_order_id(), "rejected").await?;
+    detail("stored as pending, then IOTPay's query says CAD 10.00: rejected, never forwarded");
+    expects.push(expect(&tampered, "tampered", "rejected", false));
+
+    step(7, "The internal endpoint goes down for 2.5 s while a CAD 42.00 payment arrives");
+    sink.fail_for(Duration::from_millis(2500));
+    let during_outage = sandbox.send_v3_payment(4200, &plain).await?;
+    report_send(&during_outage);
+    wait_for(pool, during_outage.pay_order_id(), "confirmed").await?;
+    detail("confirmed; the sink answers 503, the forwarder retries until it heals");
+    expects.push(expect(&during_outage, "outage", "confirmed", true));
+    Ok(expects)
+}
+
+fn expect(d: &Delivery, what: &'static str, status: &'static str, delivered: bool) -> Expect {
+    Expect { pay_order_id: d.pay_order_id().to_owned(), what, status, delivered }
+}
+
+/// Waits until every told event is decided and every confirmed one delivered.
+async fn settle(pool: &PgPool, expects: &[Expect]) -> anyhow::Result<()> {
+    let ids: Vec<String> = expects.iter().map(|e| e.pay_order_id.clone()).collect();
+    let deadline = Instant::now() + SETTLE;
+    let mut announced = false;
+    loop {
+        let rows = store::ops::event_overview(pool, &ids).await?;
+        let waiting = rows.iter().filter(|r| r.status == "pending" || r.delivered < r.deliveries).count();
+        if waiting == 0 {
+            return Ok(());
+        }
+        if !announced {
+            say(&format!("waiting for {waiting} event(s) to be confirmed and delivered..."));
+            announced = true;
+        }
+        if Instant::now() > deadline {
+            bail!("events still pending or undelivered after {} s", SETTLE.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for(pool: &PgPool, pay_order_id: &str, status: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ids = [pay_order_id.to_owned()];
+    while started.elapsed() < SETTLE {
+        let rows = store::ops::event_overview(pool, &ids).await?;
+        if let Some(row) = rows.first() {
+            if row.status == status {
+                detail(&format!("{status} {:.0} ms after the notification", started.elapsed().as_secs_f64() * 1000.0));
+                return Ok(());
+            }
+            if row.status != "pending" {
+                bail!("{pay_order_id} became {} ({:?}), expected {status}", row.status, row.status_reason);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{pay_order_id} did not become {status} within {} s", SETTLE.as_secs())
+}
+
+fn check(expects: &[Expect], rows: &[EventOverview]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for e in expects {
+        let row = rows.iter().find(|r| r.pay_order_id == e.pay_order_id);
+        match (e.status, row) {
+            ("absent", None) => {}
+            ("absent", Some(r)) => failures.push(format!("{}: stored as {} but should not exist", e.what, r.status)),
+            (_, None) => failures.push(format!("{}: not stored", e.what)),
+            (status, Some(r)) => {
+                if r.status != status {
+                    failures.push(format!("{}: {} instead of {status}", e.what, r.status));
+                }
+                if e.delivered && (r.deliveries == 0 || r.delivered < r.deliveries) {
+                    failures.push(format!("{}: not delivered", e.what));
+                }
+                if !e.delivered && r.deliveries > 0 {
+                    failures.push(format!("{}: forwarded although {}", e.what, r.status));
+                }
+            }
+        }
+    }
+    if let Some(first) =
+        rows.iter().find(|r| Some(r.pay_order_id.as_str()) == expects.first().map(|e| e.pay_order_id.as_str()))
+    {
+        if first.notification_count < 2 || first.delivered != 1 {
+            failures.push(format!(
+                "re-sent payment: {} notifications, {} deliveries (expected several notifications, one delivery)",
+                first.notification_count, first.delivered
+            ));
+        }
+    }
+    failures
+}
+
+fn print_table(expects: &[Expect], rows: &[EventOverview]) {
+    println!(
+        "{}",
+        table_row(["story", "event_type", "api", "pay_order_id", "amount", "status", "notif.", "delivery", "reason"])
+    );
+    println!("{}", "-".repeat(120));
+    for e in expects {
+        let line = match rows.iter().find(|r| r.pay_order_id == e.pay_order_id) {
+            Some(r) => {
+                let delivery = if r.deliveries == 0 {
+                    "none".to_owned()
+                } else {
+                    format!("{}/{} in {}", r.delivered, r.deliveries, plural(r.attempts, "try", "tries"))
+                };
+                table_row([
+                    e.what,
+                    &r.event_type,
+                    &r.api_version,
+                    &r.pay_order_id,
+                    &format!("{} {}", money(r.amount), r.currency),
+                    &r.status,
+                    &r.notification_count.to_string(),
+                    &delivery,
+                    r.status_reason.as_deref().unwrap_or(""),
+                ])
+            }
+            None => table_row([
+                e.what,
+                "-",
+                "-",
+                &e.pay_order_id,
+                "-",
+                "not stored",
+                "0",
+                "none",
+                "refused with 401 (bad sign)",
+            ]),
+        };
+        println!("{}", line.trim_end());
+    }
+}
+
+fn table_row(c: [&str; 9]) -> String {
+    format!(
+        "{:<11} {:<18} {:<3} {:<30} {:>10} {:<11} {:>6} {:<9} {}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+    )
+}
+
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn plural(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn report_send(d: &Delivery) {
+    let answers: Vec<String> = d
+        .attempts
+        .iter()
+        .map(|a| format!("{} {}", a.status.map_or("-".to_owned(), |s| s.to_string()), a.answer.trim()))
+        .collect();
+    detail(&format!("{}: {} POST(s) → {}", d.pay_order_id(), d.attempts.len(), summarize(&answers)));
+}
+
+fn summarize(answers: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for a in answers {
+        match counts.iter_mut().find(|(k, _)| k == a) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((a.clone(), 1)),
+        }
+    }
+    counts.iter().map(|(a, n)| if *n == 1 { a.clone() } else { format!("{n} × {a}") }).collect::<Vec<_>>().join(", ")
+}
+
+fn say(line: &str) {
+    println!("==> {line}");
+}
+
+fn step(n: usize, line: &str) {
+    println!("[{n}/7] {line}");
+}
+
+fn detail(line: &str) {
+    println!("      {line}");
+}

@@ -1,0 +1,80 @@
+//! The whole service in one process: the HTTP app and the background workers (confirmation,
+//! forwarding), started together and stopped together. `serve` and `demo` both run this.
+
+use std::net::SocketAddr;
+
+use sqlx::PgPool;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A worker's HTTP client could not be built.
+    #[error("building a worker's HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A running service; stops when its shutdown token is cancelled.
+pub struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: JoinSet<()>,
+}
+
+/// Binds the HTTP app and starts it with every worker the configuration asks for.
+pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let app = App::bind(config, pool.clone())
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let addr = app.local_addr();
+    let mut workers = JoinSet::new();
+    crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone())?;
+    match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
+        (false, Some(secret)) => {
+            let forwarder = crate::forward::Forwarder::new(
+                pool,
+                config.forward_urls.clone(),
+                secret,
+                config.forward.clone(),
+                None,
+            )?;
+            workers.spawn(forwarder.run(shutdown.clone()));
+        }
+        _ => tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded"),
+    }
+    let stop = shutdown.clone();
+    let server = tokio::spawn(app.serve(async move { stop.cancelled().await }));
+    Ok(Running { addr, shutdown, server, workers })
+}
+
+impl Running {
+    /// The HTTP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until shutdown is requested, in-flight requests are answered and workers stopped.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let served = match self.server.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        // The server also ends if its listener fails; the workers must stop either way.
+        self.shutdown.cancel();
+        self.workers.join_all().await;
+        served
+    }
+}
