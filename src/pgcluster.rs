@@ -10,9 +10,9 @@
 //! the server (immediate shutdown) and removes the directory. [`PgCluster`]'s `Drop` does the
 //! same explicitly and waits for it.
 
+use std::io::Write as _;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::io::Write as _;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
