@@ -38,7 +38,7 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(150);
 
 /// Knobs that make the service retry and recover fast enough for a test.
 pub fn fast_knobs() -> Vec<(&'static str, String)> {
-    let mut schedule = vec!["0", "50ms", "100ms", "200ms", "400ms"].join(",");
+    let mut schedule = ["0", "50ms", "100ms", "200ms", "400ms"].join(",");
     for _ in 0..60 {
         schedule.push_str(",500ms");
     }
@@ -525,6 +525,9 @@ impl Rig {
     }
 }
 
+/// event_id, mch_id, pay_order_id, event_type, notification_count, amount, status, status_reason.
+type EventRow = (String, String, String, String, i32, i64, String, Option<String>);
+
 /// Counts of the end state, as printed and put in docs/RELIABILITY.md.
 #[derive(Debug)]
 pub struct Figures {
@@ -536,8 +539,6 @@ pub struct Figures {
     pub rejected: i64,
     pub delivered: i64,
     pub duplicates: u32,
-    /// Deliveries sent again after a lease expired (an attempt started more than 20 s after the previous one).
-    pub lease_recoveries: i64,
     /// Events pending and deliveries not yet delivered when the fault ended.
     pub backlog: (i64, i64),
     /// From the end of the fault until every event was decided (none `pending`).
@@ -595,7 +596,7 @@ pub async fn drain_and_check(
 
     // Invariant 1: every acknowledged notification is stored exactly once.
     assert_eq!(report.sent, planned.len(), "every notification was acknowledged");
-    let rows: Vec<(String, String, String, String, i32, i64, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT event_id, mch_id, pay_order_id, event_type, notification_count, amount, status, status_reason
          FROM payment_events",
     )
@@ -603,8 +604,7 @@ pub async fn drain_and_check(
     .await
     .unwrap();
     assert_eq!(rows.len(), planned.len(), "one row per distinct notification, no more");
-    let by_order: HashMap<&str, &(String, String, String, String, i32, i64, String, Option<String>)> =
-        rows.iter().map(|r| (r.2.as_str(), r)).collect();
+    let by_order: HashMap<&str, &EventRow> = rows.iter().map(|r| (r.2.as_str(), r)).collect();
     assert_eq!(by_order.len(), rows.len(), "no pay_order_id stored twice");
     let queried: HashSet<String> = rig
         .sandbox
@@ -687,17 +687,9 @@ pub async fn drain_and_check(
     .fetch_one(&pool)
     .await
     .unwrap();
-    let lease_recoveries: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT started_at - lag(started_at) OVER (PARTITION BY delivery_id ORDER BY started_at) AS gap
-                               FROM delivery_attempts) g WHERE gap > interval '20 seconds'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
     pool.close().await;
     Figures {
         backlog: backlog.unwrap_or_default(),
-        lease_recoveries,
         decided: decided_at.unwrap_or(drained_at).saturating_duration_since(fault_ended),
         sent: report.sent,
         resends: report.resends(),
@@ -716,7 +708,7 @@ pub async fn drain_and_check(
 pub fn print_figures(name: &str, f: &Figures, extra: &str) {
     println!(
         "FIGURES [{name}] notifications sent {} | re-sends {} {:?} | events stored {} | confirmed {} | rejected {} | \
-         deliveries delivered {} | duplicates delivered {} | re-sent after a lease expired {} | \
+         deliveries delivered {} | duplicates delivered {} | \
          backlog at the end of the fault: {} events pending, {} deliveries undelivered | after the fault: all decided {:.2}s, all delivered {:.2}s | scenario {:.1}s{extra}",
         f.sent,
         f.resends,
@@ -726,7 +718,6 @@ pub fn print_figures(name: &str, f: &Figures, extra: &str) {
         f.rejected,
         f.delivered,
         f.duplicates,
-        f.lease_recoveries,
         f.backlog.0,
         f.backlog.1,
         f.decided.as_secs_f64(),
