@@ -291,9 +291,7 @@ impl Confirmer {
                 }
                 _ = tokio::time::sleep(sleep) => sweep = true,
                 Some(done) = checks.join_next(), if !checks.is_empty() => {
-                    if let Err(e) = done {
-                        tracing::error!(error = %e, "a confirmation check panicked; its lease will expire");
-                    }
+                    reap(done);
                     sweep = true;
                 }
             }
@@ -326,6 +324,12 @@ impl Confirmer {
     /// Claims as many due events as there is room for and starts their checks.
     /// True when the claim filled every free slot (more may be due right now).
     async fn claim_into(self: &Arc<Self>, checks: &mut JoinSet<()>) -> bool {
+        // `len` counts finished checks until they are joined: without this, a busy worker saw one
+        // free slot per wake-up and claimed one event per transaction, so throughput was bound by
+        // the claim's round trip whatever CONFIRM_CONCURRENCY said.
+        while let Some(done) = checks.try_join_next() {
+            reap(done);
+        }
         let free = self.settings.concurrency.saturating_sub(checks.len());
         if free == 0 {
             return false;
@@ -459,6 +463,13 @@ pub fn spawn(
     let confirmer = Confirmer::from_config(pool, config)?;
     workers.spawn(confirmer.run(shutdown));
     Ok(())
+}
+
+/// Logs a check that panicked (its event's lease expires and it is checked again).
+fn reap(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a confirmation check panicked; its lease will expire");
+    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@
 //! the server (immediate shutdown) and removes the directory. [`PgCluster`]'s `Drop` does the
 //! same explicitly and waits for it.
 
+use std::io::Write as _;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -181,6 +182,8 @@ pub struct PgCluster {
 struct Running {
     supervisor: Option<Child>,
     keepalive: Option<ChildStdin>,
+    /// The supervisor's answers (the server's pid after each start, `stopped`).
+    answers: Option<BufReader<ChildStdout>>,
     /// The server's pid, as the supervisor reported it.
     server_pid: Option<i32>,
 }
@@ -280,7 +283,7 @@ impl PgCluster {
         let _ = stdout.read_line(&mut first);
         let server_pid = first.trim().parse().ok();
         *self.running.get_mut().unwrap_or_else(|p| p.into_inner()) =
-            Running { supervisor: Some(child), keepalive, server_pid };
+            Running { supervisor: Some(child), keepalive, answers: Some(stdout), server_pid };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -300,11 +303,93 @@ impl PgCluster {
         }
     }
 
+    /// Stops the server with a fast shutdown (sessions ended, clean checkpoint), keeping its data
+    /// directory and port for [`PgCluster::start_again`]. For fault-injection tests.
+    pub fn shutdown_fast(&self) -> Result<(), ClusterError> {
+        self.supervise("stop")
+    }
+
+    /// Kills the server's postmaster with SIGKILL, as a crash would, keeping its data directory:
+    /// its backends notice and exit on their own, and the next start runs crash recovery.
+    /// For fault-injection tests.
+    pub fn kill(&self) -> Result<(), ClusterError> {
+        self.supervise("kill")
+    }
+
+    /// [`PgCluster::shutdown_fast`], then [`PgCluster::start_again`].
+    pub fn restart(&self) -> Result<(), ClusterError> {
+        self.shutdown_fast()?;
+        self.start_again()
+    }
+
+    /// Starts the server again on the same data directory and port, after
+    /// [`PgCluster::shutdown_fast`] or [`PgCluster::kill`] (blocking, until it accepts
+    /// connections). After a kill, a start is refused while the dead postmaster's backends still
+    /// hold its shared memory; it is tried again until they are gone.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        let log = self.dir.join("log");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let offset = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
+            let pid = self.supervise_answer("start")?;
+            self.running.lock().unwrap_or_else(|p| p.into_inner()).server_pid = pid.trim().parse().ok();
+            loop {
+                let text = std::fs::read(&log).unwrap_or_default();
+                let new = String::from_utf8_lossy(text.get(offset..).unwrap_or_default()).into_owned();
+                if new.contains("database system is ready to accept connections") {
+                    return Ok(());
+                }
+                if start_failed(&new) || Instant::now() > deadline {
+                    // Reap whatever is left of this attempt before the next one.
+                    self.supervise("kill")?;
+                    if Instant::now() > deadline {
+                        return Err(ClusterError::StartFailed { log: tail(&new, 20) });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Sends a command to the supervisor and waits for it to report `stopped`.
+    fn supervise(&self, command: &str) -> Result<(), ClusterError> {
+        let answer = self.supervise_answer(command)?;
+        if answer.trim() != "stopped" {
+            return Err(ClusterError::Io {
+                what: format!("asking the supervisor to {command}"),
+                source: std::io::Error::other(format!("unexpected answer {answer:?}")),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a command line to the supervisor and reads its one-line answer.
+    fn supervise_answer(&self, command: &str) -> Result<String, ClusterError> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let Running { keepalive: Some(stdin), answers: Some(answers), .. } = &mut *running else {
+            return Err(ClusterError::Io {
+                what: format!("asking the supervisor to {command}"),
+                source: std::io::Error::other("the cluster was stopped"),
+            });
+        };
+        let what = || format!("asking the supervisor to {command}");
+        writeln!(stdin, "{command}").and_then(|()| stdin.flush()).map_err(io(what()))?;
+        let mut answer = String::new();
+        match answers.read_line(&mut answer) {
+            Ok(0) => Err(ClusterError::Io { what: what(), source: std::io::ErrorKind::UnexpectedEof.into() }),
+            Ok(_) => Ok(answer),
+            Err(e) => Err(io(what())(e)),
+        }
+    }
+
     /// Stops the server; the supervisor removes the directory as it exits.
     fn stop_server(&self) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // Closing the pipe is the stop signal.
         drop(running.keepalive.take());
+        drop(running.answers.take());
         if let Some(mut child) = running.supervisor.take() {
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
@@ -339,21 +424,39 @@ impl Drop for PgCluster {
     }
 }
 
-/// The supervisor: starts the server, reports its pid, then waits for its stdin to close
-/// (this process stopped or exited, whichever way), stops the server and removes the directory.
-/// Signals from the terminal are ignored so that only the pipe decides.
+/// The supervisor: starts the server, reports its pid, then reads commands on its stdin
+/// (`stop`: fast shutdown, `kill`: SIGKILL, each answered `stopped` once the server is gone;
+/// `start`: start again on the same directory and port, answered with the new pid) until its
+/// stdin closes (this process stopped or exited, whichever way); then it stops the server and
+/// removes the directory. Signals from the terminal are ignored so that only the pipe decides.
 const SUPERVISOR: &str = r#"
 trap '' INT TERM HUP QUIT
 bin=$1; dir=$2; port=$3; shift 3
-"$bin" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
-    -c logging_collector=off "$@" </dev/null >"$dir/log" 2>&1 &
-pg=$!
-echo "$pg"
-while read -r _; do :; done
+start() {
+    "$bin" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
+        -c logging_collector=off "$@" </dev/null >>"$dir/log" 2>&1 &
+    pg=$!
+    echo "$pg"
+}
+start "$@"
+while read -r cmd; do
+    case "$cmd" in
+        stop) kill -INT "$pg" 2>/dev/null; wait "$pg" 2>/dev/null; echo stopped ;;
+        kill) kill -KILL "$pg" 2>/dev/null; wait "$pg" 2>/dev/null; echo stopped ;;
+        start) start "$@" ;;
+    esac
+done
 kill -QUIT "$pg" 2>/dev/null
 wait "$pg" 2>/dev/null
 rm -rf "$dir"
 "#;
+
+/// True when a (re)start's log says the server will not come up: a postmaster `FATAL` (not one
+/// told to a client while starting) or a completed shutdown.
+fn start_failed(log: &str) -> bool {
+    log.contains("database system is shut down")
+        || log.lines().any(|l| l.contains("FATAL:") && !l.contains("the database system is"))
+}
 
 fn free_port() -> Result<u16, ClusterError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port on 127.0.0.1"))?;
@@ -449,6 +552,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let found: Vec<String> = found.iter().map(|p| p.strip_prefix(&root).unwrap().display().to_string()).collect();
         assert_eq!(found, ["15/bin", "13/bin", "9.6/bin"]);
+    }
+
+    #[test]
+    fn start_failure_is_told_from_clients_turned_away() {
+        assert!(!start_failed("FATAL:  the database system is starting up\nLOG:  redo starts"));
+        assert!(start_failed("FATAL:  pre-existing shared memory block (key 1, ID 2) is still in use"));
+        assert!(start_failed("LOG:  database system is shut down"));
     }
 
     #[test]

@@ -174,3 +174,40 @@ async fn test_databases_live_on_the_throwaway_cluster_when_database_url_is_unset
     let data_dir: String = sqlx::query_scalar("SHOW data_directory").fetch_one(&db.pool).await.unwrap();
     assert_eq!(PathBuf::from(data_dir), cluster.dir().join("data"));
 }
+
+#[test]
+fn restart_and_kill_keep_the_data_and_the_port_and_still_leave_nothing() {
+    let cluster = PgCluster::start(&ClusterOptions::default()).unwrap();
+    let (dir, port) = (cluster.dir().to_path_buf(), cluster.port());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = cluster.url();
+    let count = |url: String| {
+        rt.block_on(async move {
+            let mut conn = PgConnection::connect(&url).await.expect("connect");
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM kept").fetch_one(&mut conn).await.unwrap()
+        })
+    };
+    rt.block_on(async {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE kept (n int)").execute(&mut conn).await.unwrap();
+        sqlx::query("INSERT INTO kept VALUES (1)").execute(&mut conn).await.unwrap();
+    });
+
+    cluster.shutdown_fast().unwrap();
+    assert!(!port_answers(port), "stopped");
+    cluster.start_again().unwrap();
+    assert_eq!(cluster.port(), port);
+    assert_eq!(count(url.clone()), 1, "committed rows survive a restart");
+
+    // A connection open across the kill, so the dead postmaster leaves a backend behind.
+    let held = rt.block_on(PgConnection::connect(&url)).unwrap();
+    cluster.kill().unwrap();
+    cluster.start_again().unwrap();
+    assert_eq!(count(url.clone()), 1, "committed rows survive a crash");
+    drop(held);
+
+    cluster.restart().unwrap();
+    assert_eq!(count(url), 1);
+    drop(cluster);
+    wait_until_gone(&dir, port, Duration::from_secs(5));
+}
