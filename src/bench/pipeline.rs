@@ -256,7 +256,11 @@ pub async fn run(plan: &PipelinePlan, ends: &Ends) -> anyhow::Result<PipelineRep
 impl std::fmt::Display for PipelineReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.ingest)?;
-        writeln!(f, "pipeline     {} of {} events delivered in {:.2} s", self.delivered, self.events, self.elapsed_secs)?;
+        writeln!(
+            f,
+            "pipeline     {} of {} events delivered in {:.2} s",
+            self.delivered, self.events, self.elapsed_secs
+        )?;
         writeln!(f, "pipeline     {:.0} events/s (first send to last delivery)", self.events_per_sec)?;
         let line = |f: &mut std::fmt::Formatter<'_>, name: &str, p: &Percentiles| {
             writeln!(f, "{name} p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", p.p50, p.p90, p.p99, p.max)
