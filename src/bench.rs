@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::domain::MerchantKey;
 use crate::iotpay::sign;
+
+pub mod pipeline;
 
 /// What to send and how hard.
 #[derive(Debug, Clone)]
@@ -136,6 +138,23 @@ pub fn with_sign(mut fields: Value, key: &MerchantKey) -> String {
 pub async fn run(plan: &BenchPlan) -> anyhow::Result<BenchReport> {
     let run_id = format!("{:x}", rand::random::<u32>());
     let bodies = Arc::new(signed_bodies(&plan.mch_id, &plan.key, plan.count, plan.repeat_share, &run_id));
+    Ok(drive(plan, bodies).await?.0)
+}
+
+/// One request `drive` made: which body, when it left (wall clock), and the HTTP status.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Index into the bodies.
+    pub index: usize,
+    /// Wall-clock time the request was sent (comparable with the database's timestamps).
+    pub at: SystemTime,
+    /// HTTP status, `None` for a transport failure.
+    pub status: Option<u16>,
+}
+
+/// Posts `bodies` in order at the plan's concurrency (stops early when `plan.duration` passes)
+/// and reports, along with the figures, every request made.
+pub async fn drive(plan: &BenchPlan, bodies: Arc<Vec<String>>) -> anyhow::Result<(BenchReport, Vec<Sent>)> {
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(plan.concurrency).timeout(Duration::from_secs(30)).build()?;
     let url = format!("{}/iotpay/notify", plan.base_url.trim_end_matches('/'));
@@ -147,46 +166,51 @@ pub async fn run(plan: &BenchPlan) -> anyhow::Result<BenchReport> {
         let (client, url, bodies, next) = (client.clone(), url.clone(), bodies.clone(), next.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
+            let mut sent = Vec::new();
             let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= bodies.len() || Instant::now() >= deadline {
                     break;
                 }
-                let sent = Instant::now();
+                let (t0, at) = (Instant::now(), SystemTime::now());
                 let result =
                     client.post(&url).header("content-type", "application/json").body(bodies[i].clone()).send().await;
-                let label = match result {
+                let status = match result {
                     Ok(resp) => {
-                        let status = resp.status().as_u16().to_string();
+                        let status = resp.status().as_u16();
                         let _ = resp.bytes().await;
-                        status
+                        Some(status)
                     }
-                    Err(_) => "error".to_owned(),
+                    Err(_) => None,
                 };
-                latencies.push(sent.elapsed());
-                *statuses.entry(label).or_default() += 1;
+                latencies.push(t0.elapsed());
+                sent.push(Sent { index: i, at, status });
+                *statuses.entry(status.map_or_else(|| "error".to_owned(), |s| s.to_string())).or_default() += 1;
             }
-            (latencies, statuses)
+            (latencies, sent, statuses)
         });
     }
-    let mut latencies = Vec::with_capacity(plan.count);
+    let mut latencies = Vec::with_capacity(bodies.len());
+    let mut sent = Vec::with_capacity(bodies.len());
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     while let Some(done) = tasks.join_next().await {
-        let (l, s) = done?;
+        let (l, s, st) = done?;
         latencies.extend(l);
-        for (k, v) in s {
+        sent.extend(s);
+        for (k, v) in st {
             *statuses.entry(k).or_default() += v;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(BenchReport {
+    let report = BenchReport {
         requests: latencies.len(),
         elapsed_secs: elapsed,
         throughput: latencies.len() as f64 / elapsed,
         latency_ms: Percentiles::of(&mut latencies),
         statuses,
-    })
+    };
+    Ok((report, sent))
 }
 
 impl std::fmt::Display for BenchReport {

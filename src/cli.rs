@@ -75,6 +75,28 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// End to end: also run the sandbox IOTPay query API and a sink here, and measure
+    /// notification sent → confirmed → delivered (the service must use them: see the printed env).
+    #[arg(long)]
+    pub pipeline: bool,
+    /// `--pipeline`: listen address of the sandbox query API.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub sandbox_listen: std::net::SocketAddr,
+    /// `--pipeline`: listen address of the sink.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    pub sink_listen: std::net::SocketAddr,
+    /// `--pipeline`: the service's FORWARD_SECRET, to verify forwarded events.
+    #[arg(long, env = "FORWARD_SECRET", hide_env_values = true)]
+    pub forward_secret: Option<String>,
+    /// `--pipeline`: database to read `confirmed_at` from (sent → confirmed is skipped without it).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// `--pipeline`: longest wait for the service's /readyz, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ready_timeout: u64,
+    /// `--pipeline`: longest wait after the last send for every event to be delivered, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub settle_timeout: u64,
 }
 
 /// Entry point of the binary.
@@ -178,6 +200,33 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         duration: std::time::Duration::from_secs(args.duration),
         repeat_share: args.repeat_share,
     };
+    if args.pipeline {
+        let secret = args
+            .forward_secret
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--pipeline needs --forward-secret or FORWARD_SECRET"))?;
+        let secret = crate::config::ForwardSecret::parse(secret)
+            .map_err(|e| anyhow::anyhow!("--forward-secret / FORWARD_SECRET: {e}"))?;
+        let plan = crate::bench::pipeline::PipelinePlan {
+            ingest: plan,
+            sandbox_listen: args.sandbox_listen,
+            sink_listen: args.sink_listen,
+            secret,
+            database_url: args.database_url,
+            ready_timeout: std::time::Duration::from_secs(args.ready_timeout),
+            settle_timeout: std::time::Duration::from_secs(args.settle_timeout),
+        };
+        let ends = crate::bench::pipeline::Ends::start(&plan).await?;
+        eprintln!("sandbox and sink running; the service needs: {}", ends.service_env());
+        crate::bench::pipeline::wait_ready(&plan.ingest.base_url, plan.ready_timeout).await?;
+        let report = crate::bench::pipeline::run(&plan, &ends).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{report}");
+        }
+        return Ok(());
+    }
     let report = crate::bench::run(&plan).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

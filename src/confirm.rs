@@ -3,8 +3,8 @@
 //! reach the forwarding outbox); a contradiction is `rejected`; an inconclusive answer is asked
 //! again with backoff until the give-up window, then `unconfirmed`.
 //!
-//! The worker wakes on `LISTEN iotpay_events_pending` (a trigger notifies on every new event),
-//! sleeps until the next retry is due, and polls only as a fallback. Claims go through
+//! The worker wakes on `LISTEN iotpay_events_pending` (a trigger notifies once per statement that
+//! inserted new events), sleeps until the next retry is due, and polls only as a fallback. Claims go through
 //! [`crate::store::confirm`] with a lease, so any number of replicas can run it.
 
 use std::sync::Arc;

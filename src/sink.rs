@@ -88,6 +88,8 @@ pub struct Received {
     pub verdict: Verdict,
     /// True when this `webhook-id` had already been accepted (at-least-once delivery).
     pub repeat: bool,
+    /// When the request was received (for end-to-end latency in `bench --pipeline`).
+    pub received_at: std::time::SystemTime,
 }
 
 impl Received {
@@ -132,6 +134,8 @@ struct Shared {
     fail_remaining: AtomicU32,
     fail_until: Mutex<Option<Instant>>,
     received: Mutex<Vec<Received>>,
+    /// Ids accepted so far, so spotting a repeat does not scan every request received.
+    accepted_ids: Mutex<std::collections::HashSet<String>>,
     print: bool,
     events: broadcast::Sender<Received>,
 }
@@ -161,6 +165,7 @@ impl Sink {
             fail_remaining: AtomicU32::new(config.fail_first),
             fail_until: Mutex::new(config.fail_for.map(|d| Instant::now() + d)),
             received: Mutex::default(),
+            accepted_ids: Mutex::default(),
             print: config.print,
             events: broadcast::channel(1024).0,
         });
@@ -192,6 +197,11 @@ impl Sink {
     /// The requests accepted with 200.
     pub fn accepted(&self) -> Vec<Received> {
         self.received().into_iter().filter(|r| r.verdict == Verdict::Accepted).collect()
+    }
+
+    /// How many distinct `webhook-id`s were accepted so far (cheap: nothing is copied).
+    pub fn accepted_count(&self) -> usize {
+        lock(&self.shared.accepted_ids).len()
     }
 
     /// Each request as it arrives (for progress display).
@@ -262,10 +272,10 @@ async fn receive(State(shared): State<Arc<Shared>>, method: Method, headers: Hea
     } else {
         Verdict::Accepted
     };
+    let received_at = std::time::SystemTime::now();
     let mut received = lock(&shared.received);
-    let repeat = verdict == Verdict::Accepted
-        && received.iter().any(|r| r.verdict == Verdict::Accepted && r.webhook_id == webhook_id);
-    let record = Received { webhook_id, timestamp, body: parsed.unwrap_or(Value::Null), verdict, repeat };
+    let repeat = verdict == Verdict::Accepted && !lock(&shared.accepted_ids).insert(webhook_id.clone());
+    let record = Received { webhook_id, timestamp, body: parsed.unwrap_or(Value::Null), verdict, repeat, received_at };
     received.push(record.clone());
     drop(received);
     if shared.print {

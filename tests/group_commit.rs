@@ -112,3 +112,29 @@ async fn concurrent_burst_of_distinct_and_repeated_notifications() {
         .unwrap();
     assert_eq!(wrong, 0);
 }
+
+/// The confirmation worker is woken by `NOTIFY iotpay_events_pending`: once per batch that created
+/// at least one event (a NOTIFY per row would serialize commits for nothing), never for a batch of
+/// repeats only.
+#[tokio::test]
+async fn one_pending_wake_up_per_batch_with_new_events_none_for_repeats_only() {
+    let db = TestDatabase::create().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen("iotpay_events_pending").await.unwrap();
+
+    let batch = [new_notification("A", 100), new_notification("B", 200), new_notification("A", 100)];
+    store::record_batch(&db.pool, &batch).await.unwrap();
+    store::record_batch(&db.pool, &[new_notification("A", 100), new_notification("B", 200)]).await.unwrap();
+    // Notifications arrive in commit order: everything before the marker came from the batches.
+    sqlx::query("SELECT pg_notify('iotpay_events_pending', 'marker')").execute(&db.pool).await.unwrap();
+
+    let mut wake_ups = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.unwrap().unwrap();
+        if n.payload() == "marker" {
+            break;
+        }
+        wake_ups += 1;
+    }
+    assert_eq!(wake_ups, 1);
+}
