@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use iotpay_notify::app::App;
 use iotpay_notify::config::Config;
 use iotpay_notify::domain::MerchantKey;
-use iotpay_notify::iotpay::sign;
 use iotpay_notify::testing::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -137,12 +136,8 @@ fn text_of(v: &Value) -> String {
 }
 
 /// Adds `sign` computed with `key`, returns the JSON body.
-pub fn signed(mut fields: Value, key: &str) -> String {
-    let obj = fields.as_object_mut().expect("object");
-    let texts: Vec<(String, String)> = obj.iter().map(|(k, v)| (k.clone(), text_of(v))).collect();
-    let s = sign::sign_pairs(texts.iter().map(|(k, v)| (k.as_str(), v.as_str())), &MerchantKey::new(key));
-    obj.insert("sign".into(), Value::String(s));
-    fields.to_string()
+pub fn signed(fields: Value, key: &str) -> String {
+    iotpay_notify::bench::with_sign(fields, &MerchantKey::new(key))
 }
 
 /// The same, form-encoded.
