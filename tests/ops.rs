@@ -164,7 +164,7 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
     let db = TestDatabase::create().await;
     let rx = Receiver::start().await;
     let endpoint = rx.url("/hook");
-    let (child, port) =
+    let (mut child, port) =
         spawn_serve(&db, std::slice::from_ref(&endpoint), &[("FORWARD_RETRY_SCHEDULE", "0,10ms")]).await;
     let app = TestApp::spawn(&db).await;
     assert_eq!(app.post_json(&signed(v3_pay("PSERVE", 700), KEY)).await.0, 200);
@@ -184,7 +184,7 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
     .await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("iotpay_forward_deliveries_total"), "{metrics}");
-    tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
+    tokio::task::spawn_blocking(move || terminate(&mut child, Duration::from_secs(20))).await.unwrap();
 }
 
 /// Starts `serve` forwarding to `endpoints`; returns the child once /healthz answers.
@@ -213,19 +213,6 @@ async fn spawn_serve(db: &TestDatabase, endpoints: &[String], extra: &[(&str, &s
     (child, port)
 }
 
-fn terminate(mut child: std::process::Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
-}
-
 #[tokio::test]
 async fn two_serve_processes_drain_one_backlog_without_duplicates() {
     const EVENTS: i64 = 150;
@@ -235,8 +222,8 @@ async fn two_serve_processes_drain_one_backlog_without_duplicates() {
     let endpoints = vec![rx.url("/a"), rx.url("/b")];
     let ids = insert_events(&db.pool, "TWO", EVENTS).await;
     let knobs = [("FORWARD_CONCURRENCY_PER_ENDPOINT", "8"), ("FORWARD_RETRY_SCHEDULE", "0,20ms,20ms")];
-    let (first, _) = spawn_serve(&db, &endpoints, &knobs).await;
-    let (second, _) = spawn_serve(&db, &endpoints, &knobs).await;
+    let (mut first, _) = spawn_serve(&db, &endpoints, &knobs).await;
+    let (mut second, _) = spawn_serve(&db, &endpoints, &knobs).await;
 
     let t0 = Instant::now();
     let mut tx = db.pool.begin().await.unwrap();
@@ -255,8 +242,8 @@ async fn two_serve_processes_drain_one_backlog_without_duplicates() {
     .await;
     let elapsed = t0.elapsed();
     tokio::task::spawn_blocking(move || {
-        terminate(first);
-        terminate(second);
+        terminate(&mut first, Duration::from_secs(20));
+        terminate(&mut second, Duration::from_secs(20));
     })
     .await
     .unwrap();
