@@ -6,6 +6,7 @@
 //! still on the row, so a worker whose lease expired (and whose event was re-claimed) cannot
 //! overwrite a later decision.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::{PgPool, Row};
@@ -123,9 +124,19 @@ pub async fn claim_due(
     Ok(claimed)
 }
 
-/// Records the decision of one check in one transaction, only if `token` still holds the lease.
-/// A confirmation enqueues one delivery per `forward_urls` entry and notifies
-/// [`CONFIRMED_CHANNEL`] in that same transaction.
+/// The decision of one check, to be recorded under the claim that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The event checked.
+    pub event_id: String,
+    /// The claim's token ([`ClaimedEvent::leased_by`]).
+    pub token: String,
+    /// What to record.
+    pub verdict: Verdict,
+}
+
+/// Records the decision of one check, only if `token` still holds the lease.
+/// See [`apply_batch`].
 pub async fn apply(
     pool: &PgPool,
     event_id: &str,
@@ -134,85 +145,118 @@ pub async fn apply(
     give_up_after: Duration,
     forward_urls: &[String],
 ) -> Result<Applied, StoreError> {
-    let mut tx = pool.begin().await?;
-    let applied = match verdict {
-        Verdict::Confirmed => {
-            let updated = sqlx::query(
-                "UPDATE payment_events
-                    SET status = 'confirmed', status_reason = NULL, confirmed_at = now(), decided_at = now(),
-                        last_check_error = NULL, lease_until = NULL, leased_by = NULL, updated_at = now()
-                  WHERE event_id = $1 AND leased_by = $2 AND status = 'pending'",
-            )
-            .bind(event_id)
-            .bind(token)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(Applied::LeaseLost);
+    let one = Decided { event_id: event_id.to_owned(), token: token.to_owned(), verdict: verdict.clone() };
+    let mut applied = apply_batch(pool, std::slice::from_ref(&one), give_up_after, forward_urls).await?;
+    Ok(applied.pop().expect("one result per decision"))
+}
+
+/// Records many decisions in ONE statement (one transaction, one round trip). Each applies only
+/// while its token still holds the lease. Every confirmation enqueues one delivery per
+/// `forward_urls` entry and notifies [`CONFIRMED_CHANNEL`] with its event id; delivery workers
+/// get one wake-up for the whole batch. Results are in input order.
+///
+/// The database clock decides the give-up moment, so replicas with skewed clocks agree; the last
+/// retry is scheduled at the deadline itself, never past it.
+pub async fn apply_batch(
+    pool: &PgPool,
+    decisions: &[Decided],
+    give_up_after: Duration,
+    forward_urls: &[String],
+) -> Result<Vec<Applied>, StoreError> {
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = decisions.len();
+    let (mut ids, mut tokens, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut reasons, mut give_up_reasons, mut delays) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for d in decisions {
+        ids.push(d.event_id.as_str());
+        tokens.push(d.token.as_str());
+        let (kind, reason, give_up, delay) = match &d.verdict {
+            Verdict::Confirmed => ("confirmed", None, None, 0),
+            Verdict::Rejected(r) => ("rejected", Some(r), None, 0),
+            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0),
+            Verdict::Retry { reason, delay, give_up_reason } => {
+                ("retry", Some(reason), Some(give_up_reason), millis(*delay))
             }
-            let created = deliveries::enqueue(&mut tx, event_id, forward_urls).await?;
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CONFIRMED_CHANNEL).bind(event_id).execute(&mut *tx).await?;
-            Applied::Confirmed { deliveries: created }
-        }
-        Verdict::Rejected(reason) | Verdict::Unconfirmed(reason) => {
-            let (status, applied) = match verdict {
-                Verdict::Rejected(_) => ("rejected", Applied::Rejected),
-                _ => ("unconfirmed", Applied::Unconfirmed),
-            };
-            let updated = sqlx::query(
-                "UPDATE payment_events
-                    SET status = $3, status_reason = $4, decided_at = now(),
-                        lease_until = NULL, leased_by = NULL, updated_at = now()
-                  WHERE event_id = $1 AND leased_by = $2 AND status = 'pending'",
-            )
-            .bind(event_id)
-            .bind(token)
-            .bind(status)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(Applied::LeaseLost);
-            }
-            applied
-        }
-        Verdict::Retry { reason, delay, give_up_reason } => {
-            // The database clock decides the give-up moment, so replicas with skewed clocks agree;
-            // the last retry is scheduled at the deadline itself, never past it.
-            let row = sqlx::query(
-                "UPDATE payment_events
-                    SET status = CASE WHEN now() >= created_at + $5::float8 * interval '1 millisecond'
-                                      THEN 'unconfirmed' ELSE 'pending' END,
-                        status_reason = CASE WHEN now() >= created_at + $5::float8 * interval '1 millisecond'
-                                             THEN $4 END,
-                        decided_at = CASE WHEN now() >= created_at + $5::float8 * interval '1 millisecond'
-                                          THEN now() END,
-                        last_check_error = $3,
-                        next_check_at = LEAST(now() + $6::float8 * interval '1 millisecond',
-                                              created_at + $5::float8 * interval '1 millisecond'),
-                        lease_until = NULL, leased_by = NULL, updated_at = now()
-                  WHERE event_id = $1 AND leased_by = $2 AND status = 'pending'
-                  RETURNING status",
-            )
-            .bind(event_id)
-            .bind(token)
-            .bind(reason)
-            .bind(give_up_reason)
-            .bind(millis(give_up_after))
-            .bind(millis(*delay))
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                None => return Ok(Applied::LeaseLost),
-                Some(r) if r.try_get::<String, _>("status")? == "unconfirmed" => Applied::Unconfirmed,
-                Some(_) => Applied::Rescheduled,
-            }
-        }
-    };
-    tx.commit().await?;
-    Ok(applied)
+        };
+        kinds.push(kind);
+        // Reasons quote IOTPay's own messages; Postgres text cannot hold U+0000.
+        reasons.push(reason.map(|r| r.replace('\0', "")));
+        give_up_reasons.push(give_up.map(|r| r.replace('\0', "")));
+        delays.push(delay as f64);
+    }
+    let rows = sqlx::query(
+        r#"
+        WITH d AS (
+            SELECT d.*, CASE WHEN d.kind <> 'retry' THEN d.kind
+                             WHEN now() >= p.created_at + $7::float8 * interval '1 millisecond' THEN 'unconfirmed'
+                             ELSE 'pending' END AS new_status,
+                   LEAST(now() + d.delay_ms * interval '1 millisecond',
+                         p.created_at + $7::float8 * interval '1 millisecond') AS retry_at
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms)
+              JOIN payment_events p ON p.event_id = d.event_id AND p.leased_by = d.token AND p.status = 'pending'
+             ORDER BY d.event_id
+        ), decided AS (
+            UPDATE payment_events p
+               SET status = d.new_status,
+                   status_reason = CASE d.new_status WHEN 'pending' THEN NULL WHEN 'confirmed' THEN NULL
+                                       ELSE COALESCE(d.give_up_reason, d.reason) END,
+                   confirmed_at = CASE WHEN d.new_status = 'confirmed' THEN now() ELSE p.confirmed_at END,
+                   decided_at = CASE WHEN d.new_status <> 'pending' THEN now() END,
+                   last_check_error = CASE d.kind WHEN 'confirmed' THEN NULL
+                                                  WHEN 'retry' THEN d.reason ELSE p.last_check_error END,
+                   next_check_at = CASE WHEN d.kind = 'retry' THEN d.retry_at ELSE p.next_check_at END,
+                   lease_until = NULL, leased_by = NULL, updated_at = now()
+              FROM d
+             WHERE p.event_id = d.event_id AND p.leased_by = d.token AND p.status = 'pending'
+            RETURNING p.event_id, d.token, p.status
+        ), enqueued AS (
+            INSERT INTO deliveries (event_id, endpoint)
+            SELECT decided.event_id, endpoint
+              FROM decided, unnest($8::text[]) AS endpoint
+             WHERE decided.status = 'confirmed'
+            ON CONFLICT ON CONSTRAINT deliveries_event_endpoint DO NOTHING
+            RETURNING event_id
+        ), wake AS (
+            SELECT pg_notify($10, '') FROM (SELECT 1 FROM enqueued LIMIT 1) AS any_enqueued
+        )
+        SELECT decided.event_id, decided.token, decided.status,
+               (SELECT count(*) FROM enqueued WHERE enqueued.event_id = decided.event_id) AS deliveries,
+               CASE WHEN decided.status = 'confirmed' THEN pg_notify($9, decided.event_id) END AS notified,
+               (SELECT count(*) FROM wake) AS woken
+          FROM decided
+        "#,
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&kinds)
+    .bind(&reasons)
+    .bind(&give_up_reasons)
+    .bind(&delays)
+    .bind(millis(give_up_after) as f64)
+    .bind(forward_urls)
+    .bind(CONFIRMED_CHANNEL)
+    .bind(deliveries::DELIVERIES_CHANNEL)
+    .fetch_all(pool)
+    .await?;
+    let mut outcome: HashMap<(String, String), Applied> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.try_get("status")?;
+        let applied = match status.as_str() {
+            "confirmed" => Applied::Confirmed { deliveries: row.try_get::<i64, _>("deliveries")? as u64 },
+            "rejected" => Applied::Rejected,
+            "unconfirmed" => Applied::Unconfirmed,
+            _ => Applied::Rescheduled,
+        };
+        outcome.insert((row.try_get("event_id")?, row.try_get("token")?), applied);
+    }
+    Ok(decisions
+        .iter()
+        .map(|d| outcome.remove(&(d.event_id.clone(), d.token.clone())).unwrap_or(Applied::LeaseLost))
+        .collect())
 }
 
 /// The confirmation backlog, for metrics and for how long the worker may sleep.

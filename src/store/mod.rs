@@ -4,6 +4,7 @@ pub mod confirm;
 pub mod deliveries;
 pub mod events;
 pub mod forward;
+pub mod group_commit;
 pub mod ops;
 
 use std::time::Duration;
