@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{number, Config, ConfigError};
 use crate::domain::{ApiVersion, EventType, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError, QueryTimeouts};
-use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Verdict, PENDING_CHANNEL};
+use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, Verdict, PENDING_CHANNEL};
+use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
+use crate::store::StoreError;
 
 /// How long a stopping worker waits for in-flight checks before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -218,7 +221,31 @@ pub struct Confirmer {
     pool: PgPool,
     client: QueryClient,
     settings: ConfirmSettings,
+    decisions: GroupCommit<Decisions>,
+    /// One permit per query in flight (`CONFIRM_CONCURRENCY`).
+    slots: Arc<Semaphore>,
+    /// Signalled when a query ends, so its slot is refilled without waiting for the decision's
+    /// commit.
+    freed: Notify,
+}
+
+/// Most checks in flight or recording, per query slot: bounds what waits on a slow database.
+const TASKS_PER_SLOT: usize = 4;
+
+/// Records decisions through group commit: checks finishing together share one transaction.
+struct Decisions {
+    give_up_after: Duration,
     forward_urls: Vec<String>,
+}
+
+impl BatchWrite for Decisions {
+    type Item = Decided;
+    type Output = Applied;
+    const NAME: &'static str = "confirm";
+
+    async fn write(&self, pool: &PgPool, items: &[Decided]) -> Result<Vec<Applied>, StoreError> {
+        queue::apply_batch(pool, items, self.give_up_after, &self.forward_urls).await
+    }
 }
 
 impl Confirmer {
@@ -233,9 +260,13 @@ impl Confirmer {
         Ok(Self::new(pool, client, config.confirm.clone(), config.forward_urls.clone()))
     }
 
-    /// Builds the worker from its parts.
+    /// Builds the worker from its parts (starts its decision writers: call within a runtime).
     pub fn new(pool: PgPool, client: QueryClient, settings: ConfirmSettings, forward_urls: Vec<String>) -> Self {
-        Self { pool, client, settings, forward_urls }
+        let writer = Decisions { give_up_after: settings.give_up_after, forward_urls };
+        let group = GroupSettings { max_batch: settings.concurrency.max(1), max_wait: Duration::ZERO, writers: 2 };
+        let decisions = GroupCommit::start(pool.clone(), writer, group);
+        let slots = Arc::new(Semaphore::new(settings.concurrency));
+        Self { pool, client, settings, decisions, slots, freed: Notify::new() }
     }
 
     /// Runs until `shutdown`, then gives in-flight checks [`SHUTDOWN_GRACE`] to finish.
@@ -265,7 +296,7 @@ impl Confirmer {
             }
             let mut sleep = poll;
             // Idle: learn when the next retry is due. Busy: still refresh the gauges now and then.
-            if checks.len() < this.settings.concurrency || last_stats.elapsed() >= poll {
+            if this.slots.available_permits() > 0 || last_stats.elapsed() >= poll {
                 last_stats = Instant::now();
                 match queue::pending_stats(&this.pool).await {
                     Ok(stats) => {
@@ -290,6 +321,7 @@ impl Confirmer {
                     sweep = true;
                 }
                 _ = tokio::time::sleep(sleep) => sweep = true,
+                _ = this.freed.notified() => sweep = true,
                 Some(done) = checks.join_next(), if !checks.is_empty() => {
                     reap(done);
                     sweep = true;
@@ -330,7 +362,8 @@ impl Confirmer {
         while let Some(done) = checks.try_join_next() {
             reap(done);
         }
-        let free = self.settings.concurrency.saturating_sub(checks.len());
+        let tasks_room = (self.settings.concurrency * TASKS_PER_SLOT).saturating_sub(checks.len());
+        let free = self.slots.available_permits().min(tasks_room);
         if free == 0 {
             return false;
         }
@@ -340,7 +373,9 @@ impl Confirmer {
                 let full = events.len() == free;
                 for event in events {
                     let this = Arc::clone(self);
-                    checks.spawn(async move { this.check(event).await });
+                    let slot =
+                        Arc::clone(&self.slots).try_acquire_owned().expect("claimed no more than the free slots");
+                    checks.spawn(async move { this.check(event, slot).await });
                 }
                 full
             }
@@ -352,11 +387,15 @@ impl Confirmer {
     }
 
     /// Queries IOTPay for one claimed event (no transaction open) and records the decision.
-    async fn check(&self, event: ClaimedEvent) {
+    /// The query slot is given back before the decision commits: the slot bounds the load on
+    /// IOTPay, and the lease, not the slot, protects the event until its decision is recorded.
+    async fn check(&self, event: ClaimedEvent, slot: OwnedSemaphorePermit) {
         let decision = match never_confirmable(&event) {
             Some(decision) => decision,
             None => decide(&event, &self.query(&event).await),
         };
+        drop(slot);
+        self.freed.notify_one();
         let verdict = match &decision {
             Decision::Confirmed => Verdict::Confirmed,
             Decision::Rejected(r) => Verdict::Rejected(r.clone()),
@@ -376,15 +415,8 @@ impl Confirmer {
                 ),
             },
         };
-        let applied = queue::apply(
-            &self.pool,
-            &event.event_id,
-            &event.leased_by,
-            &verdict,
-            self.settings.give_up_after,
-            &self.forward_urls,
-        )
-        .await;
+        let decided = Decided { event_id: event.event_id.clone(), token: event.leased_by.clone(), verdict };
+        let applied = self.decisions.submit(decided).await;
         let outcome = match &applied {
             Ok(Applied::Confirmed { .. }) => "confirmed",
             Ok(Applied::Rejected) => "rejected",

@@ -17,7 +17,7 @@ use common::*;
 use iotpay_notify::confirm::Confirmer;
 use iotpay_notify::domain::MerchantKey;
 use iotpay_notify::iotpay::sign;
-use iotpay_notify::store::confirm::{self as queue, Applied, Verdict};
+use iotpay_notify::store::confirm::{self as queue, Applied, Decided, Verdict};
 use iotpay_notify::testing::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -52,6 +52,9 @@ struct FakeState {
     scripts: HashMap<String, VecDeque<Reply>>,
     /// (path, body) of every request, in arrival order.
     requests: Vec<(String, Value)>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -96,7 +99,14 @@ async fn fake_query(State(state): State<Arc<Mutex<FakeState>>>, uri: Uri, Json(b
         }
     };
     let member = if path.starts_with("/v2/") { "order" } else { "retData" };
-    answer(reply, member).await
+    {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+    }
+    let response = answer(reply, member).await;
+    state.lock().unwrap().in_flight -= 1;
+    response
 }
 
 async fn answer(mut reply: Reply, member: &str) -> Response {
@@ -782,4 +792,95 @@ async fn a_busy_worker_refills_freed_slots_in_one_claim() {
         .unwrap();
     eprintln!("{claims} claims for 200 events");
     assert!(claims <= 100, "{claims} claims for 200 events");
+}
+
+/// A query slot is given back as soon as IOTPay answers, before the decision commits, yet no
+/// more than `CONFIRM_CONCURRENCY` queries are ever in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_in_flight_never_exceed_the_concurrency() {
+    let h = Harness::new().await;
+    let ids: Vec<String> = (0..24).map(|i| format!("SLOW{i}")).collect();
+    for id in &ids {
+        h.fake.script(id, [Reply::Delay(Duration::from_millis(60), Box::new(v3_ok(id, 300)))]);
+        h.notify(v3_pay(id, 300)).await;
+    }
+    h.worker(&[("CONFIRM_CONCURRENCY", "3")]);
+    for id in &ids {
+        assert_eq!(status(&h.decided(id).await).0, "confirmed", "{id}");
+    }
+    let most = h.fake.state.lock().unwrap().max_in_flight;
+    assert_eq!(most, 3, "queries in flight at most: {most}");
+}
+
+/// Decisions finishing together are recorded in one statement; each still applies only under its
+/// own lease, and only the confirmed ones are enqueued and announced.
+#[tokio::test]
+async fn a_batch_of_decisions_applies_each_under_its_own_lease() {
+    let h = Harness::new().await;
+    for id in ["B1", "B2", "B3", "B4", "B5"] {
+        h.notify(v3_pay(id, 100)).await;
+    }
+    let lease = Duration::from_secs(30);
+    let claimed = queue::claim_due(&h.db.pool, 10, lease, "tok").await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let id_of = |pay_order_id: &str| claimed.iter().find(|c| c.pay_order_id == pay_order_id).unwrap().event_id.clone();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&h.db.pool).await.unwrap();
+    listener.listen(queue::CONFIRMED_CHANNEL).await.unwrap();
+
+    let decided = |pay_order_id: &str, token: &str, verdict: Verdict| Decided {
+        event_id: id_of(pay_order_id),
+        token: token.into(),
+        verdict,
+    };
+    let retry = Verdict::Retry {
+        // IOTPay's message is quoted; Postgres text cannot hold U+0000, so it is dropped.
+        reason: "IOTPay says: busy\u{0}now".into(),
+        delay: Duration::from_secs(60),
+        give_up_reason: "gave up".into(),
+    };
+    let batch = vec![
+        decided("B1", "tok", Verdict::Confirmed),
+        decided("B2", "tok", Verdict::Rejected("amount differs".into())),
+        decided("B3", "tok", retry),
+        decided("B4", "someone-else", Verdict::Confirmed),
+        decided("B5", "tok", Verdict::Confirmed),
+    ];
+    let urls = vec!["http://a/".to_owned(), "http://b/".to_owned()];
+    let applied = queue::apply_batch(&h.db.pool, &batch, Duration::from_secs(86_400), &urls).await.unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Confirmed { deliveries: 2 },
+            Applied::Rejected,
+            Applied::Rescheduled,
+            Applied::LeaseLost,
+            Applied::Confirmed { deliveries: 2 },
+        ]
+    );
+    assert_eq!(status(&event(&h.db.pool, "B1").await), ("confirmed".into(), None));
+    assert_eq!(status(&event(&h.db.pool, "B2").await), ("rejected".into(), Some("amount differs".into())));
+    let b3 = event(&h.db.pool, "B3").await;
+    assert_eq!(status(&b3), ("pending".into(), None));
+    assert_eq!(b3.get::<Option<String>, _>("last_check_error").as_deref(), Some("IOTPay says: busynow"));
+    assert_eq!(b3.get::<Option<String>, _>("leased_by"), None, "the lease is released for the retry");
+    let b4 = event(&h.db.pool, "B4").await;
+    assert_eq!(status(&b4), ("pending".into(), None), "a decision without the lease changes nothing");
+    assert_eq!(b4.get::<Option<String>, _>("leased_by").as_deref(), Some("tok"));
+    assert_eq!(deliveries_of(&h.db.pool, "B1").await, 2);
+    assert_eq!(deliveries_of(&h.db.pool, "B5").await, 2);
+    assert_eq!(count(&h.db.pool, "deliveries").await, 4, "only confirmed events are enqueued");
+
+    let mut announced = Vec::new();
+    for _ in 0..2 {
+        let n = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        announced.push(n.payload().to_owned());
+    }
+    announced.sort();
+    let mut expected = vec![id_of("B1"), id_of("B5")];
+    expected.sort();
+    assert_eq!(announced, expected, "one announcement per confirmed event");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv()).await.is_err(),
+        "nothing else is announced"
+    );
 }

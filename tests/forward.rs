@@ -451,12 +451,70 @@ async fn a_crashed_workers_claim_expires_and_its_late_result_is_ignored() {
         started_at: chrono::Utc::now(),
         duration: Duration::from_millis(5),
         http_status: Some(500),
-        error: Some("HTTP 500"),
+        error: Some("HTTP 500".into()),
         response_snippet: None,
-        worker: "crashed",
+        worker: "crashed".into(),
         next: store::forward::Next::Dead,
     };
     assert!(!store::forward::record(&db.pool, &late).await.unwrap(), "the stale lease is refused");
     assert_eq!(delivery(&db.pool, &ids[0], &endpoints[0]).await, ("delivered".into(), 1));
     assert_eq!(attempts(&db.pool, &ids[0], &endpoints[0]).await.len(), 2, "both attempts are in the history");
+}
+
+/// An endpoint's answer is stored with the attempt, and Postgres text cannot hold U+0000: an
+/// answer carrying one must still be recorded (or the delivery would be retried forever).
+#[tokio::test]
+async fn an_answer_with_a_nul_byte_is_recorded_and_the_delivery_goes_on() {
+    let db = TestDatabase::create().await;
+    let rx = Receiver::start().await;
+    rx.script("/nul", [Reply::Body(500, "bad\u{0}news")]);
+    let endpoints = vec![rx.url("/nul")];
+    let ids = insert_events(&db.pool, "NUL", 1).await;
+    let worker = start(&db.pool, &endpoints, fast_settings(&[0, 50]), "w1");
+    confirm(&db.pool, &ids, &endpoints).await;
+    wait_until(WAIT, "delivered on the retry", || async { deliveries_with(&db.pool, "delivered").await == 1 }).await;
+    worker.stop().await;
+    let a = attempts(&db.pool, &ids[0], &endpoints[0]).await;
+    let summary: Vec<_> = a.iter().map(|a| (a.0, a.1, a.3.clone())).collect();
+    assert_eq!(summary, vec![(1, Some(500), Some("badnews".into())), (2, Some(200), Some("ok".into()))]);
+}
+
+/// Attempts finishing together are recorded in one statement; each outcome still applies only
+/// under its own lease, while every attempt is kept in the history.
+#[tokio::test]
+async fn a_batch_of_attempt_records_applies_each_under_its_own_lease() {
+    let db = TestDatabase::create().await;
+    let endpoint = "http://127.0.0.1:9/hook".to_owned();
+    let ids = insert_events(&db.pool, "BATCH", 3).await;
+    confirm(&db.pool, &ids, std::slice::from_ref(&endpoint)).await;
+    let claimed = store::forward::claim(&db.pool, &endpoint, 10, Duration::from_secs(30), "w").await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let attempt = |c: &store::forward::Claimed, token: &str, next, status| store::forward::Attempt {
+        delivery_id: c.delivery_id,
+        lease_token: token.to_owned(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(3),
+        http_status: Some(status),
+        error: (status != 200).then(|| format!("HTTP {status}")),
+        response_snippet: None,
+        worker: "w".into(),
+        next,
+    };
+    let stale = uuid::Uuid::new_v4().to_string();
+    let batch = vec![
+        attempt(&claimed[0], &claimed[0].lease_token, store::forward::Next::Delivered, 200),
+        attempt(&claimed[1], &stale, store::forward::Next::Delivered, 200),
+        attempt(&claimed[2], &claimed[2].lease_token, store::forward::Next::Retry(Duration::from_secs(60)), 503),
+    ];
+    assert_eq!(store::forward::record_batch(&db.pool, &batch).await.unwrap(), vec![true, false, true]);
+    let ev = |i: usize| claimed[i].event.event_id.clone();
+    assert_eq!(delivery(&db.pool, &ev(0), &endpoint).await, ("delivered".into(), 1));
+    assert_eq!(delivery(&db.pool, &ev(1), &endpoint).await, ("pending".into(), 0), "a stale lease changes nothing");
+    assert_eq!(delivery(&db.pool, &ev(2), &endpoint).await, ("pending".into(), 1));
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(logged, 3, "every attempt is in the history");
+    // The retry waits for its delay; the stale-lease delivery is still leased.
+    let again = store::forward::claim(&db.pool, &endpoint, 10, Duration::from_secs(30), "w").await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
 }

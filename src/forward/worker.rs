@@ -8,7 +8,7 @@ use chrono::Utc;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +18,14 @@ use super::signature;
 use crate::config::ForwardSecret;
 use crate::store::deliveries::DELIVERIES_CHANNEL;
 use crate::store::forward::{self as store, Attempt, Claimed, Next};
+use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
+use crate::store::StoreError;
 
 /// Largest part of a response body kept with an attempt.
 pub const SNIPPET_BYTES: usize = 1024;
+
+/// Most attempts in flight or recording, per request slot.
+const TASKS_PER_SLOT: usize = 4;
 
 /// How often the backlog gauges are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
@@ -38,6 +43,20 @@ struct Inner {
     endpoints: Vec<String>,
     settings: ForwardSettings,
     worker_id: String,
+    records: GroupCommit<Attempts>,
+}
+
+/// Records attempts through group commit: attempts finishing together share one transaction.
+struct Attempts;
+
+impl BatchWrite for Attempts {
+    type Item = Attempt;
+    type Output = bool;
+    const NAME: &'static str = "forward";
+
+    async fn write(&self, pool: &PgPool, items: &[Attempt]) -> Result<Vec<bool>, StoreError> {
+        Ok(store::record_batch(pool, items).await?)
+    }
 }
 
 /// What one HTTP attempt produced.
@@ -65,7 +84,13 @@ impl Forwarder {
             .user_agent(concat!("iotpay-notify/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let worker_id = worker_id.unwrap_or_else(default_worker_id);
-        Ok(Self { inner: Arc::new(Inner { pool, client, secret, endpoints, settings, worker_id }) })
+        let group = GroupSettings {
+            max_batch: settings.concurrency_per_endpoint.max(1) * endpoints.len().max(1),
+            max_wait: Duration::ZERO,
+            writers: 2,
+        };
+        let records = GroupCommit::start(pool.clone(), Attempts, group);
+        Ok(Self { inner: Arc::new(Inner { pool, client, secret, endpoints, settings, worker_id, records }) })
     }
 
     /// Runs the LISTEN task, one claim loop per endpoint and the stats task until `shutdown`;
@@ -85,10 +110,15 @@ impl Forwarder {
     async fn endpoint_loop(self, endpoint: String, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
         let s = &self.inner.settings;
         let slots = Arc::new(Semaphore::new(s.concurrency_per_endpoint));
+        let freed = Arc::new(Notify::new());
         let mut in_flight = JoinSet::new();
         let mut db_backoff = Duration::ZERO;
         while !shutdown.is_cancelled() {
-            let free = slots.available_permits();
+            while in_flight.try_join_next().is_some() {}
+            // Attempts whose result is still being recorded count too, so a slow database
+            // bounds how much waits on it.
+            let room = (s.concurrency_per_endpoint * TASKS_PER_SLOT).saturating_sub(in_flight.len());
+            let free = slots.available_permits().min(room);
             if free > 0 {
                 match store::claim(&self.inner.pool, &endpoint, free, s.lease(), &self.inner.worker_id).await {
                     Ok(claimed) => {
@@ -96,11 +126,8 @@ impl Forwarder {
                         for c in claimed {
                             let permit =
                                 slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-                            let me = self.clone();
-                            in_flight.spawn(async move {
-                                me.deliver(c).await;
-                                drop(permit);
-                            });
+                            let (me, freed) = (self.clone(), freed.clone());
+                            in_flight.spawn(async move { me.deliver(c, permit, &freed).await });
                         }
                     }
                     Err(e) => {
@@ -113,6 +140,7 @@ impl Forwarder {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = wake.changed() => {}
+                _ = freed.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
@@ -121,7 +149,9 @@ impl Forwarder {
     }
 
     /// One attempt: sign, POST outside any transaction, record the outcome under the lease.
-    async fn deliver(&self, c: Claimed) {
+    /// The slot (which bounds requests in flight to the endpoint) is given back once the answer
+    /// is in, before the outcome commits; the lease keeps the delivery ours until then.
+    async fn deliver(&self, c: Claimed, slot: OwnedSemaphorePermit, freed: &Notify) {
         let s = &self.inner.settings;
         let label = endpoint_label(&c.endpoint);
         let body = ForwardedEvent::from_row(&c.event).to_bytes();
@@ -130,6 +160,8 @@ impl Forwarder {
         let t0 = Instant::now();
         let response = self.post(&c.endpoint, &c.event.event_id, body).await;
         let duration = t0.elapsed();
+        drop(slot);
+        freed.notify_one();
         metrics::histogram!("iotpay_forward_attempt_duration_seconds", "endpoint" => label.clone())
             .record(duration.as_secs_f64());
         metrics::counter!("iotpay_forward_attempts_total", "endpoint" => label.clone(), "result" => result_class(&response))
@@ -160,12 +192,12 @@ impl Forwarder {
             started_at,
             duration,
             http_status: response.status,
-            error: error.as_deref(),
-            response_snippet: response.snippet.as_deref(),
-            worker: &self.inner.worker_id,
+            error: error.clone(),
+            response_snippet: response.snippet,
+            worker: self.inner.worker_id.clone(),
             next,
         };
-        match self.record_with_retries(&record).await {
+        match self.record_with_retries(record).await {
             Some(true) => {
                 let outcome = match next {
                     Next::Delivered => "delivered",
@@ -200,10 +232,10 @@ impl Forwarder {
         }
     }
 
-    async fn record_with_retries(&self, a: &Attempt<'_>) -> Option<bool> {
+    async fn record_with_retries(&self, a: Attempt) -> Option<bool> {
         let mut wait = Duration::from_millis(100);
         for _ in 0..5 {
-            match store::record(&self.inner.pool, a).await {
+            match self.inner.records.submit(a.clone()).await {
                 Ok(held) => return Some(held),
                 Err(e) => tracing::warn!(delivery_id = a.delivery_id, error = %e, "recording an attempt failed"),
             }

@@ -189,28 +189,27 @@ pub async fn apply_batch(
     }
     let rows = sqlx::query(
         r#"
-        WITH d AS (
-            SELECT d.*, CASE WHEN d.kind <> 'retry' THEN d.kind
-                             WHEN now() >= p.created_at + $7::float8 * interval '1 millisecond' THEN 'unconfirmed'
-                             ELSE 'pending' END AS new_status,
-                   LEAST(now() + d.delay_ms * interval '1 millisecond',
-                         p.created_at + $7::float8 * interval '1 millisecond') AS retry_at
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
-                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms)
-              JOIN payment_events p ON p.event_id = d.event_id AND p.leased_by = d.token AND p.status = 'pending'
-             ORDER BY d.event_id
-        ), decided AS (
+        WITH decided AS (
             UPDATE payment_events p
-               SET status = d.new_status,
-                   status_reason = CASE d.new_status WHEN 'pending' THEN NULL WHEN 'confirmed' THEN NULL
-                                       ELSE COALESCE(d.give_up_reason, d.reason) END,
-                   confirmed_at = CASE WHEN d.new_status = 'confirmed' THEN now() ELSE p.confirmed_at END,
-                   decided_at = CASE WHEN d.new_status <> 'pending' THEN now() END,
+               SET status = CASE WHEN d.kind <> 'retry' THEN d.kind
+                                 WHEN now() >= p.created_at + $7::float8 * interval '1 millisecond' THEN 'unconfirmed'
+                                 ELSE 'pending' END,
+                   status_reason = CASE WHEN d.kind IN ('rejected', 'unconfirmed') THEN d.reason
+                                        WHEN d.kind = 'retry'
+                                             AND now() >= p.created_at + $7::float8 * interval '1 millisecond'
+                                        THEN d.give_up_reason END,
+                   confirmed_at = CASE WHEN d.kind = 'confirmed' THEN now() ELSE p.confirmed_at END,
+                   decided_at = CASE WHEN d.kind <> 'retry'
+                                       OR now() >= p.created_at + $7::float8 * interval '1 millisecond'
+                                     THEN now() END,
                    last_check_error = CASE d.kind WHEN 'confirmed' THEN NULL
                                                   WHEN 'retry' THEN d.reason ELSE p.last_check_error END,
-                   next_check_at = CASE WHEN d.kind = 'retry' THEN d.retry_at ELSE p.next_check_at END,
+                   next_check_at = CASE WHEN d.kind <> 'retry' THEN p.next_check_at
+                                        ELSE LEAST(now() + d.delay_ms * interval '1 millisecond',
+                                                   p.created_at + $7::float8 * interval '1 millisecond') END,
                    lease_until = NULL, leased_by = NULL, updated_at = now()
-              FROM d
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
+                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms)
              WHERE p.event_id = d.event_id AND p.leased_by = d.token AND p.status = 'pending'
             RETURNING p.event_id, d.token, p.status
         ), enqueued AS (

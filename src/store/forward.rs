@@ -103,7 +103,9 @@ pub async fn claim(
                AND d.next_attempt_at <= now()
                AND (d.lease_until IS NULL OR d.lease_until < now())
                AND e.status = 'confirmed'
-             ORDER BY d.next_attempt_at, d.id
+             -- Exactly the order of deliveries_endpoint_due_idx, so the scan stops after $2 rows
+             -- instead of sorting every pending delivery (a tie-break on id cost a full sort).
+             ORDER BY d.next_attempt_at
              LIMIT $2
              FOR UPDATE OF d SKIP LOCKED
         )
@@ -157,7 +159,7 @@ pub enum Next {
 
 /// One attempt, as it happened.
 #[derive(Debug, Clone)]
-pub struct Attempt<'a> {
+pub struct Attempt {
     /// The delivery.
     pub delivery_id: i64,
     /// The claim's token.
@@ -171,68 +173,96 @@ pub struct Attempt<'a> {
     /// The answer's HTTP status, if one arrived.
     pub http_status: Option<u16>,
     /// The transport error, or a short description of a non-2xx answer.
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
     /// At most 1 KiB of the answer's body.
-    pub response_snippet: Option<&'a str>,
+    pub response_snippet: Option<String>,
     /// Which worker made it.
-    pub worker: &'a str,
+    pub worker: String,
     /// The resulting state.
     pub next: Next,
 }
 
-/// Appends the attempt and applies its outcome in one transaction. The state change applies
-/// only while this worker's lease is current; returns false when the lease was lost (the attempt
-/// is still logged, since the request was made).
-pub async fn record(pool: &PgPool, a: &Attempt<'_>) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts
-            (delivery_id, attempt, started_at, duration_ms, http_status, error, response_snippet, worker)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+/// Appends the attempt and applies its outcome; see [`record_batch`].
+pub async fn record(pool: &PgPool, a: &Attempt) -> Result<bool, sqlx::Error> {
+    let mut held = record_batch(pool, std::slice::from_ref(a)).await?;
+    Ok(held.pop().expect("one result per attempt"))
+}
+
+/// Appends every attempt to the history and applies each outcome, in ONE statement (one
+/// transaction, one round trip). A state change applies only while its lease is current; the
+/// result says, per attempt in input order, whether it did (the attempt is logged either way,
+/// since the request was made).
+pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<bool>, sqlx::Error> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Text from the endpoint (errors, body snippets) is stored; Postgres text cannot hold U+0000.
+    let clean = |t: &Option<String>| t.as_deref().map(|t| t.replace('\0', ""));
+    let ids: Vec<i64> = attempts.iter().map(|a| a.delivery_id).collect();
+    let tokens: Vec<&str> = attempts.iter().map(|a| a.lease_token.as_str()).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+    let started: Vec<DateTime<Utc>> = attempts.iter().map(|a| a.started_at).collect();
+    let durations: Vec<i32> = attempts.iter().map(|a| a.duration.as_millis().min(i32::MAX as u128) as i32).collect();
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status.map(i32::from)).collect();
+    let errors: Vec<Option<String>> = attempts.iter().map(|a| clean(&a.error)).collect();
+    let snippets: Vec<Option<String>> = attempts.iter().map(|a| clean(&a.response_snippet)).collect();
+    let workers: Vec<&str> = attempts.iter().map(|a| a.worker.as_str()).collect();
+    let (nexts, delays): (Vec<&str>, Vec<f64>) = attempts
+        .iter()
+        .map(|a| match a.next {
+            Next::Delivered => ("delivered", 0.0),
+            Next::Retry(d) => ("pending", d.as_millis() as f64),
+            Next::Dead => ("dead", 0.0),
+        })
+        .unzip();
+    let updated: Vec<(i64, String)> = sqlx::query_as(
+        r#"
+        WITH a AS (
+            SELECT * FROM unnest($1::int8[], $2::text[], $3::int4[], $4::timestamptz[], $5::int4[], $6::int4[],
+                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::float8[])
+                AS a(delivery_id, lease_token, attempt, started_at, duration_ms, http_status, error,
+                     response_snippet, worker, next_status, delay_ms)
+        ), logged AS (
+            INSERT INTO delivery_attempts
+                (delivery_id, attempt, started_at, duration_ms, http_status, error, response_snippet, worker)
+            SELECT delivery_id, attempt, started_at, duration_ms, http_status, error, response_snippet, worker FROM a
+        )
+        UPDATE deliveries d
+           SET status = a.next_status,
+               attempts = a.attempt,
+               next_attempt_at = CASE WHEN a.next_status = 'pending'
+                                      THEN now() + a.delay_ms * interval '1 millisecond'
+                                      ELSE d.next_attempt_at END,
+               delivered_at = CASE WHEN a.next_status = 'delivered' THEN now() ELSE d.delivered_at END,
+               dead_at = CASE WHEN a.next_status = 'dead' THEN now() ELSE d.dead_at END,
+               last_error = CASE WHEN a.next_status = 'delivered' THEN NULL ELSE a.error END,
+               last_attempt_at = a.started_at,
+               lease_token = NULL,
+               lease_until = NULL,
+               leased_by = NULL,
+               updated_at = now()
+          FROM a
+         WHERE d.id = a.delivery_id AND d.lease_token = a.lease_token::uuid AND d.status = 'pending'
+        RETURNING d.id, a.lease_token
+        "#,
     )
-    .bind(a.delivery_id)
-    .bind(a.attempt)
-    .bind(a.started_at)
-    .bind(a.duration.as_millis().min(i32::MAX as u128) as i32)
-    .bind(a.http_status.map(i32::from))
-    .bind(a.error)
-    .bind(a.response_snippet)
-    .bind(a.worker)
-    .execute(&mut *tx)
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&snippets)
+    .bind(&workers)
+    .bind(&nexts)
+    .bind(&delays)
+    .fetch_all(pool)
     .await?;
-    let (status, delay_ms) = match a.next {
-        Next::Delivered => ("delivered", 0.0),
-        Next::Retry(d) => ("pending", d.as_millis() as f64),
-        Next::Dead => ("dead", 0.0),
-    };
-    let updated = sqlx::query(
-        "UPDATE deliveries
-            SET status = $3,
-                attempts = $4,
-                next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + $5 * interval '1 millisecond'
-                                       ELSE next_attempt_at END,
-                delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE delivered_at END,
-                dead_at = CASE WHEN $3 = 'dead' THEN now() ELSE dead_at END,
-                last_error = CASE WHEN $3 = 'delivered' THEN NULL ELSE $6 END,
-                last_attempt_at = $7,
-                lease_token = NULL,
-                lease_until = NULL,
-                leased_by = NULL,
-                updated_at = now()
-          WHERE id = $1 AND lease_token = $2::uuid AND status = 'pending'",
-    )
-    .bind(a.delivery_id)
-    .bind(&a.lease_token)
-    .bind(status)
-    .bind(a.attempt)
-    .bind(delay_ms)
-    .bind(a.error)
-    .bind(a.started_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(updated == 1)
+    Ok(attempts
+        .iter()
+        .map(|a| updated.iter().any(|(id, token)| *id == a.delivery_id && *token == a.lease_token))
+        .collect())
 }
 
 /// Backlog figures of one endpoint.

@@ -38,6 +38,8 @@ pub enum Reply {
     RetryAfter(u16, &'static str),
     /// Waits, then 200.
     Sleep(Duration),
+    /// This status with this body.
+    Body(u16, &'static str),
 }
 
 /// One request as the receiver saw it.
@@ -154,6 +156,7 @@ async fn handle(State(me): State<Receiver>, uri: Uri, headers: HeaderMap, body: 
             tokio::time::sleep(d).await;
             (StatusCode::OK, "late").into_response()
         }
+        Reply::Body(s, body) => (StatusCode::from_u16(s).unwrap(), body).into_response(),
     }
 }
 
