@@ -56,7 +56,7 @@ impl Default for ConfirmSettings {
             first_retry: Duration::from_millis(2_000),
             max_backoff: Duration::from_millis(300_000),
             give_up_after: Duration::from_secs(86_400),
-            concurrency: 4,
+            concurrency: 16,
             query_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(3_000),
             lease: Duration::from_secs(60),

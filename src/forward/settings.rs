@@ -32,7 +32,7 @@ impl Default for ForwardSettings {
         Self {
             schedule: DEFAULT_SCHEDULE_SECS.iter().map(|s| Duration::from_secs(*s)).collect(),
             timeout: Duration::from_secs(15),
-            concurrency_per_endpoint: 4,
+            concurrency_per_endpoint: 16,
             poll_interval: Duration::from_secs(1),
             retry_after_max: Duration::from_secs(3600),
             jitter: 0.1,
