@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::ingest::guard::Guard;
 use crate::ingest::{self, Ingest, MAX_BODY_BYTES};
+use crate::pressure::IngestPressure;
 use crate::{store, telemetry};
 
 /// State shared by the handlers.
@@ -98,6 +99,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub struct App {
     listener: TcpListener,
     router: Router,
+    pressure: IngestPressure,
 }
 
 impl App {
@@ -113,13 +115,19 @@ impl App {
             config.ingest_batch,
             Guard::new(config.guard.clone()),
         );
+        let pressure = ingest.pressure();
         let state = AppState { ingest, pool, metrics: telemetry::metrics_handle() };
         let listener = TcpListener::bind(config.listen_addr).await?;
         let limits = RouteLimits {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self { listener, router: router(state, limits) })
+        Ok(Self { listener, router: router(state, limits), pressure })
+    }
+
+    /// How busy the notify path is; background workers of this process yield to it.
+    pub fn pressure(&self) -> IngestPressure {
+        self.pressure.clone()
     }
 
     /// The bound address.

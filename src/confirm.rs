@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{number, Config, ConfigError};
 use crate::domain::{ApiVersion, EventType, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError, QueryTimeouts};
+use crate::pressure::IngestPressure;
 use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, Verdict, PENDING_CHANNEL};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
 use crate::store::StoreError;
@@ -227,6 +228,8 @@ pub struct Confirmer {
     /// Signalled when a query ends, so its slot is refilled without waiting for the decision's
     /// commit.
     freed: Notify,
+    /// The notify path of this process, which goes first while it is busy.
+    pressure: IngestPressure,
 }
 
 /// Most checks in flight or recording, per query slot: bounds what waits on a slow database.
@@ -266,7 +269,13 @@ impl Confirmer {
         let group = GroupSettings { max_batch: settings.concurrency.max(1), max_wait: Duration::ZERO, writers: 2 };
         let decisions = GroupCommit::start(pool.clone(), writer, group);
         let slots = Arc::new(Semaphore::new(settings.concurrency));
-        Self { pool, client, settings, decisions, slots, freed: Notify::new() }
+        Self { pool, client, settings, decisions, slots, freed: Notify::new(), pressure: IngestPressure::default() }
+    }
+
+    /// Uses fewer query slots while `pressure` says the notify path is busy (see [`crate::pressure`]).
+    pub fn yielding_to(mut self, pressure: IngestPressure) -> Self {
+        self.pressure = pressure;
+        self
     }
 
     /// Runs until `shutdown`, then gives in-flight checks [`SHUTDOWN_GRACE`] to finish.
@@ -288,15 +297,18 @@ impl Confirmer {
                 // Events stored while nobody listened were not announced.
                 sweep = true;
             }
+            let mut drained = false;
             if sweep {
-                sweep = this.claim_into(&mut checks).await;
-                if sweep {
-                    continue;
+                match this.claim_into(&mut checks).await {
+                    Claim::Filled => continue,
+                    Claim::Drained => drained = true,
+                    Claim::NoRoom | Claim::Failed => {}
                 }
             }
             let mut sleep = poll;
-            // Idle: learn when the next retry is due. Busy: still refresh the gauges now and then.
-            if this.slots.available_permits() > 0 || last_stats.elapsed() >= poll {
+            // Nothing due now: learn when the next retry is. Otherwise refresh the gauges now and
+            // then only: the backlog count reads every pending row, too costly for every wake-up.
+            if drained || last_stats.elapsed() >= poll {
                 last_stats = Instant::now();
                 match queue::pending_stats(&this.pool).await {
                     Ok(stats) => {
@@ -354,8 +366,7 @@ impl Confirmer {
     }
 
     /// Claims as many due events as there is room for and starts their checks.
-    /// True when the claim filled every free slot (more may be due right now).
-    async fn claim_into(self: &Arc<Self>, checks: &mut JoinSet<()>) -> bool {
+    async fn claim_into(self: &Arc<Self>, checks: &mut JoinSet<()>) -> Claim {
         // `len` counts finished checks until they are joined: without this, a busy worker saw one
         // free slot per wake-up and claimed one event per transaction, so throughput was bound by
         // the claim's round trip whatever CONFIRM_CONCURRENCY said.
@@ -363,25 +374,26 @@ impl Confirmer {
             reap(done);
         }
         let tasks_room = (self.settings.concurrency * TASKS_PER_SLOT).saturating_sub(checks.len());
-        let free = self.slots.available_permits().min(tasks_room);
+        let in_use = self.settings.concurrency - self.slots.available_permits();
+        let free = self.pressure.allowed(self.settings.concurrency).saturating_sub(in_use).min(tasks_room);
         if free == 0 {
-            return false;
+            return Claim::NoRoom;
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         match queue::claim_due(&self.pool, free, self.settings.lease, &token).await {
             Ok(events) => {
-                let full = events.len() == free;
+                let filled = if events.len() == free { Claim::Filled } else { Claim::Drained };
                 for event in events {
                     let this = Arc::clone(self);
                     let slot =
                         Arc::clone(&self.slots).try_acquire_owned().expect("claimed no more than the free slots");
                     checks.spawn(async move { this.check(event, slot).await });
                 }
-                full
+                filled
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim pending events");
-                false
+                Claim::Failed
             }
         }
     }
@@ -485,14 +497,27 @@ async fn next_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx
     Ok(())
 }
 
+/// What one look at the queue found.
+enum Claim {
+    /// Every free slot was filled: more may be due right now.
+    Filled,
+    /// Fewer due events than free slots: nothing more is due now.
+    Drained,
+    /// No slot was free (or allowed, while the notify path is busy).
+    NoRoom,
+    /// The database could not be asked.
+    Failed,
+}
+
 /// Starts the worker into `workers`; it stops when `shutdown` is cancelled.
 pub fn spawn(
     workers: &mut JoinSet<()>,
     pool: PgPool,
     config: &Config,
     shutdown: CancellationToken,
+    pressure: IngestPressure,
 ) -> Result<(), reqwest::Error> {
-    let confirmer = Confirmer::from_config(pool, config)?;
+    let confirmer = Confirmer::from_config(pool, config)?.yielding_to(pressure);
     workers.spawn(confirmer.run(shutdown));
     Ok(())
 }

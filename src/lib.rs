@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod iotpay;
 pub mod ops;
 pub mod pgcluster;
+pub mod pressure;
 pub mod sandbox;
 pub mod service;
 pub mod sink;

@@ -41,7 +41,8 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let addr = app.local_addr();
     let mut workers = JoinSet::new();
-    crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone())?;
+    let pressure = app.pressure();
+    crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone(), pressure.clone())?;
     match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
         (false, Some(secret)) => {
             let forwarder = crate::forward::Forwarder::new(
@@ -50,7 +51,8 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
                 secret,
                 config.forward.clone(),
                 None,
-            )?;
+            )?
+            .yielding_to(pressure);
             workers.spawn(forwarder.run(shutdown.clone()));
         }
         _ => tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded"),

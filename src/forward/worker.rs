@@ -16,6 +16,7 @@ use super::body::ForwardedEvent;
 use super::settings::{parse_retry_after, ForwardSettings};
 use super::signature;
 use crate::config::ForwardSecret;
+use crate::pressure::IngestPressure;
 use crate::store::deliveries::DELIVERIES_CHANNEL;
 use crate::store::forward::{self as store, Attempt, Claimed, Next};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
@@ -34,6 +35,8 @@ const STATS_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Forwarder {
     inner: Arc<Inner>,
+    /// The notify path of this process, which goes first while it is busy.
+    pressure: IngestPressure,
 }
 
 struct Inner {
@@ -90,7 +93,15 @@ impl Forwarder {
             writers: 2,
         };
         let records = GroupCommit::start(pool.clone(), Attempts, group);
-        Ok(Self { inner: Arc::new(Inner { pool, client, secret, endpoints, settings, worker_id, records }) })
+        let inner = Arc::new(Inner { pool, client, secret, endpoints, settings, worker_id, records });
+        Ok(Self { inner, pressure: IngestPressure::default() })
+    }
+
+    /// Uses fewer request slots while `pressure` says the notify path is busy (see
+    /// [`crate::pressure`]).
+    pub fn yielding_to(mut self, pressure: IngestPressure) -> Self {
+        self.pressure = pressure;
+        self
     }
 
     /// Runs the LISTEN task, one claim loop per endpoint and the stats task until `shutdown`;
@@ -118,7 +129,8 @@ impl Forwarder {
             // Attempts whose result is still being recorded count too, so a slow database
             // bounds how much waits on it.
             let room = (s.concurrency_per_endpoint * TASKS_PER_SLOT).saturating_sub(in_flight.len());
-            let free = slots.available_permits().min(room);
+            let in_use = s.concurrency_per_endpoint - slots.available_permits();
+            let free = self.pressure.allowed(s.concurrency_per_endpoint).saturating_sub(in_use).min(room);
             if free > 0 {
                 match store::claim(&self.inner.pool, &endpoint, free, s.lease(), &self.inner.worker_id).await {
                     Ok(claimed) => {

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::config::Merchants;
 use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
+use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
 use batch::{BatchSettings, Batcher};
 use guard::{Guard, GuardError};
@@ -146,6 +147,7 @@ pub struct Ingest {
     time_zone: jiff::tz::TimeZone,
     store_timeout: Duration,
     guard: Arc<Guard>,
+    pressure: IngestPressure,
 }
 
 impl Ingest {
@@ -158,7 +160,14 @@ impl Ingest {
         batch: BatchSettings,
         guard: Guard,
     ) -> Self {
-        Self { batcher: Batcher::start(pool, batch), merchants, time_zone, store_timeout, guard: Arc::new(guard) }
+        let batcher = Batcher::start(pool, batch);
+        let pressure = IngestPressure::default();
+        Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), pressure }
+    }
+
+    /// How busy this ingest step is (shared with the background workers, which yield to it).
+    pub fn pressure(&self) -> IngestPressure {
+        self.pressure.clone()
     }
 
     /// Parses, verifies and stores one notification; returns only after the commit.
@@ -168,6 +177,7 @@ impl Ingest {
         body: &[u8],
         remote_addr: Option<IpAddr>,
     ) -> Result<Accepted, IngestError> {
+        let _in_progress = self.pressure.enter();
         let mut params = match kind {
             BodyKind::Json => Params::from_json(body)?,
             BodyKind::Form => Params::from_form(body)?,

@@ -87,13 +87,14 @@ pub enum Applied {
 }
 
 /// Claims up to `limit` due pending events for `lease`, marking them with `token`.
-/// One statement, so one short transaction: the locks are gone when this returns.
+/// One short transaction: the locks are gone when this returns.
 pub async fn claim_due(
     pool: &PgPool,
     limit: usize,
     lease: Duration,
     token: &str,
 ) -> Result<Vec<ClaimedEvent>, StoreError> {
+    let mut tx = super::begin_queue_tx(pool).await?;
     let claimed = sqlx::query_as::<_, ClaimedEvent>(
         r#"
         WITH due AS (
@@ -119,8 +120,9 @@ pub async fn claim_due(
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(millis(lease))
     .bind(token)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(claimed)
 }
 
@@ -187,6 +189,7 @@ pub async fn apply_batch(
         give_up_reasons.push(give_up.map(|r| r.replace('\0', "")));
         delays.push(delay as f64);
     }
+    let mut tx = super::begin_queue_tx(pool).await?;
     let rows = sqlx::query(
         r#"
         WITH decided AS (
@@ -239,8 +242,9 @@ pub async fn apply_batch(
     .bind(forward_urls)
     .bind(CONFIRMED_CHANNEL)
     .bind(deliveries::DELIVERIES_CHANNEL)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut outcome: HashMap<(String, String), Applied> = HashMap::with_capacity(rows.len());
     for row in rows {
         let status: String = row.try_get("status")?;

@@ -92,6 +92,7 @@ pub async fn claim(
     lease: Duration,
     worker: &str,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut tx = super::begin_queue_tx(pool).await?;
     let rows: Vec<ClaimedRow> = sqlx::query_as(
         r#"
         WITH due AS (
@@ -132,8 +133,9 @@ pub async fn claim(
     // sequential scan of deliveries per event) kept costing ~1 s a claim once thousands of rows
     // arrived, until the next ANALYZE; planning costs ~1 ms.
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|r| Claimed {
@@ -215,6 +217,7 @@ pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<boo
             Next::Dead => ("dead", 0.0),
         })
         .unzip();
+    let mut tx = super::begin_queue_tx(pool).await?;
     let updated: Vec<(i64, String)> = sqlx::query_as(
         r#"
         WITH a AS (
@@ -257,8 +260,9 @@ pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<boo
     .bind(&workers)
     .bind(&nexts)
     .bind(&delays)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(attempts
         .iter()
         .map(|a| updated.iter().any(|(id, token)| *id == a.delivery_id && *token == a.lease_token))
