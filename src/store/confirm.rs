@@ -213,7 +213,12 @@ pub async fn apply_batch(
                    lease_until = NULL, leased_by = NULL, updated_at = now()
               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
                    AS d(event_id, token, kind, reason, give_up_reason, delay_ms)
-             WHERE p.event_id = d.event_id AND p.leased_by = d.token AND p.status = 'pending'
+             -- "Not decided" rather than `status = 'pending'` (the same rows, by the CHECK
+             -- constraint): that condition is the predicate of the pending index, and with
+             -- statistics from a small table the planner walked that whole index for each batch
+             -- instead of looking rows up by key.
+             WHERE p.event_id = d.event_id AND p.leased_by = d.token
+               AND p.status NOT IN ('confirmed', 'rejected', 'unconfirmed')
             RETURNING p.event_id, d.token, p.status
         ), enqueued AS (
             INSERT INTO deliveries (event_id, endpoint)

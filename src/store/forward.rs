@@ -245,7 +245,12 @@ pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<boo
                leased_by = NULL,
                updated_at = now()
           FROM a
-         WHERE d.id = a.delivery_id AND d.lease_token = a.lease_token::uuid AND d.status = 'pending'
+         -- "Neither delivered nor dead" rather than `status = 'pending'` (the same rows, by the
+         -- CHECK constraint): that condition is the predicate of the due indexes, and with
+         -- statistics from a small table the planner walked every pending delivery for each
+         -- batch (78 ms for 16 rows at 20,000 events, auto_explain) instead of using the key.
+         WHERE d.id = a.delivery_id AND d.lease_token = a.lease_token::uuid
+           AND d.status NOT IN ('delivered', 'dead')
         RETURNING d.id, a.lease_token
         "#,
     )
