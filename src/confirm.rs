@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{number, Config, ConfigError};
 use crate::domain::{ApiVersion, EventType, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError, QueryTimeouts};
-use crate::pressure::IngestPressure;
+use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, Verdict, PENDING_CHANNEL};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
 use crate::store::StoreError;
@@ -223,17 +222,9 @@ pub struct Confirmer {
     client: QueryClient,
     settings: ConfirmSettings,
     decisions: GroupCommit<Decisions>,
-    /// One permit per query in flight (`CONFIRM_CONCURRENCY`).
-    slots: Arc<Semaphore>,
-    /// Signalled when a query ends, so its slot is refilled without waiting for the decision's
-    /// commit.
-    freed: Notify,
-    /// The notify path of this process, which goes first while it is busy.
-    pressure: IngestPressure,
+    /// One per query in flight (`CONFIRM_CONCURRENCY`).
+    slots: Slots,
 }
-
-/// Most checks in flight or recording, per query slot: bounds what waits on a slow database.
-const TASKS_PER_SLOT: usize = 4;
 
 /// Records decisions through group commit: checks finishing together share one transaction.
 struct Decisions {
@@ -268,13 +259,13 @@ impl Confirmer {
         let writer = Decisions { give_up_after: settings.give_up_after, forward_urls };
         let group = GroupSettings { max_batch: settings.concurrency.max(1), max_wait: Duration::ZERO, writers: 2 };
         let decisions = GroupCommit::start(pool.clone(), writer, group);
-        let slots = Arc::new(Semaphore::new(settings.concurrency));
-        Self { pool, client, settings, decisions, slots, freed: Notify::new(), pressure: IngestPressure::default() }
+        let slots = Slots::new(settings.concurrency, IngestPressure::default());
+        Self { pool, client, settings, decisions, slots }
     }
 
     /// Uses fewer query slots while `pressure` says the notify path is busy (see [`crate::pressure`]).
     pub fn yielding_to(mut self, pressure: IngestPressure) -> Self {
-        self.pressure = pressure;
+        self.slots = Slots::new(self.settings.concurrency, pressure);
         self
     }
 
@@ -333,7 +324,7 @@ impl Confirmer {
                     sweep = true;
                 }
                 _ = tokio::time::sleep(sleep) => sweep = true,
-                _ = this.freed.notified() => sweep = true,
+                _ = this.slots.freed() => sweep = true,
                 Some(done) = checks.join_next(), if !checks.is_empty() => {
                     reap(done);
                     sweep = true;
@@ -373,9 +364,7 @@ impl Confirmer {
         while let Some(done) = checks.try_join_next() {
             reap(done);
         }
-        let tasks_room = (self.settings.concurrency * TASKS_PER_SLOT).saturating_sub(checks.len());
-        let in_use = self.settings.concurrency - self.slots.available_permits();
-        let free = self.pressure.allowed(self.settings.concurrency).saturating_sub(in_use).min(tasks_room);
+        let free = self.slots.claimable(checks.len());
         if free == 0 {
             return Claim::NoRoom;
         }
@@ -385,8 +374,7 @@ impl Confirmer {
                 let filled = if events.len() == free { Claim::Filled } else { Claim::Drained };
                 for event in events {
                     let this = Arc::clone(self);
-                    let slot =
-                        Arc::clone(&self.slots).try_acquire_owned().expect("claimed no more than the free slots");
+                    let slot = self.slots.take();
                     checks.spawn(async move { this.check(event, slot).await });
                 }
                 filled
@@ -401,13 +389,12 @@ impl Confirmer {
     /// Queries IOTPay for one claimed event (no transaction open) and records the decision.
     /// The query slot is given back before the decision commits: the slot bounds the load on
     /// IOTPay, and the lease, not the slot, protects the event until its decision is recorded.
-    async fn check(&self, event: ClaimedEvent, slot: OwnedSemaphorePermit) {
+    async fn check(&self, event: ClaimedEvent, slot: Slot) {
         let decision = match never_confirmable(&event) {
             Some(decision) => decision,
             None => decide(&event, &self.query(&event).await),
         };
         drop(slot);
-        self.freed.notify_one();
         let verdict = match &decision {
             Decision::Confirmed => Verdict::Confirmed,
             Decision::Rejected(r) => Verdict::Rejected(r.clone()),

@@ -8,7 +8,7 @@ use chrono::Utc;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use super::body::ForwardedEvent;
 use super::settings::{parse_retry_after, ForwardSettings};
 use super::signature;
 use crate::config::ForwardSecret;
-use crate::pressure::IngestPressure;
+use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::deliveries::DELIVERIES_CHANNEL;
 use crate::store::forward::{self as store, Attempt, Claimed, Next};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
@@ -24,9 +24,6 @@ use crate::store::StoreError;
 
 /// Largest part of a response body kept with an attempt.
 pub const SNIPPET_BYTES: usize = 1024;
-
-/// Most attempts in flight or recording, per request slot.
-const TASKS_PER_SLOT: usize = 4;
 
 /// How often the backlog gauges are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
@@ -120,26 +117,19 @@ impl Forwarder {
 
     async fn endpoint_loop(self, endpoint: String, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
         let s = &self.inner.settings;
-        let slots = Arc::new(Semaphore::new(s.concurrency_per_endpoint));
-        let freed = Arc::new(Notify::new());
+        let slots = Slots::new(s.concurrency_per_endpoint, self.pressure.clone());
         let mut in_flight = JoinSet::new();
         let mut db_backoff = Duration::ZERO;
         while !shutdown.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
-            // Attempts whose result is still being recorded count too, so a slow database
-            // bounds how much waits on it.
-            let room = (s.concurrency_per_endpoint * TASKS_PER_SLOT).saturating_sub(in_flight.len());
-            let in_use = s.concurrency_per_endpoint - slots.available_permits();
-            let free = self.pressure.allowed(s.concurrency_per_endpoint).saturating_sub(in_use).min(room);
+            let free = slots.claimable(in_flight.len());
             if free > 0 {
                 match store::claim(&self.inner.pool, &endpoint, free, s.lease(), &self.inner.worker_id).await {
                     Ok(claimed) => {
                         db_backoff = Duration::ZERO;
                         for c in claimed {
-                            let permit =
-                                slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
-                            let (me, freed) = (self.clone(), freed.clone());
-                            in_flight.spawn(async move { me.deliver(c, permit, &freed).await });
+                            let (me, slot) = (self.clone(), slots.take());
+                            in_flight.spawn(async move { me.deliver(c, slot).await });
                         }
                     }
                     Err(e) => {
@@ -152,7 +142,7 @@ impl Forwarder {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = wake.changed() => {}
-                _ = freed.notified() => {}
+                _ = slots.freed() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(idle) => {}
             }
@@ -163,7 +153,7 @@ impl Forwarder {
     /// One attempt: sign, POST outside any transaction, record the outcome under the lease.
     /// The slot (which bounds requests in flight to the endpoint) is given back once the answer
     /// is in, before the outcome commits; the lease keeps the delivery ours until then.
-    async fn deliver(&self, c: Claimed, slot: OwnedSemaphorePermit, freed: &Notify) {
+    async fn deliver(&self, c: Claimed, slot: Slot) {
         let s = &self.inner.settings;
         let label = endpoint_label(&c.endpoint);
         let body = ForwardedEvent::from_row(&c.event).to_bytes();
@@ -173,7 +163,6 @@ impl Forwarder {
         let response = self.post(&c.endpoint, &c.event.event_id, body).await;
         let duration = t0.elapsed();
         drop(slot);
-        freed.notify_one();
         metrics::histogram!("iotpay_forward_attempt_duration_seconds", "endpoint" => label.clone())
             .record(duration.as_secs_f64());
         metrics::counter!("iotpay_forward_attempts_total", "endpoint" => label.clone(), "result" => result_class(&response))

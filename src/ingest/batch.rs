@@ -2,29 +2,13 @@
 //! batch, and each request is answered only after its own batch commits (see
 //! [`crate::store::group_commit`]).
 
-use std::time::Duration;
-
 use sqlx::PgPool;
 
-use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
+use crate::store::group_commit::{BatchWrite, GroupCommit};
 use crate::store::{self, NewNotification, Recorded, StoreError};
 
-/// Group-commit tuning.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchSettings {
-    /// Most notifications in one transaction.
-    pub max_batch: usize,
-    /// Longest a gathered batch waits for more notifications before it is written.
-    pub max_wait: Duration,
-    /// Writer tasks (batches in flight at once).
-    pub writers: usize,
-}
-
-impl Default for BatchSettings {
-    fn default() -> Self {
-        Self { max_batch: 64, max_wait: Duration::from_micros(200), writers: 4 }
-    }
-}
+/// Group-commit tuning of ingest (`INGEST_BATCH_*`).
+pub use crate::store::group_commit::GroupSettings as BatchSettings;
 
 struct Notifications;
 
@@ -46,8 +30,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the writer tasks; they stop when every `Batcher` clone is dropped.
-    pub fn start(pool: PgPool, s: BatchSettings) -> Self {
-        let settings = GroupSettings { max_batch: s.max_batch, max_wait: s.max_wait, writers: s.writers };
+    pub fn start(pool: PgPool, settings: BatchSettings) -> Self {
         Self { queue: GroupCommit::start(pool, Notifications, settings) }
     }
 

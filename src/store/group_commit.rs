@@ -33,7 +33,7 @@ pub trait BatchWrite: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
 }
 
-/// Group-commit tuning.
+/// Group-commit tuning; the default suits request-driven writes (ingest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupSettings {
     /// Most items in one transaction.
@@ -43,6 +43,12 @@ pub struct GroupSettings {
     pub max_wait: Duration,
     /// Writer tasks (batches in flight at once).
     pub writers: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self { max_batch: 64, max_wait: Duration::from_micros(200), writers: 4 }
+    }
 }
 
 struct Job<W: BatchWrite> {
