@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use iotpay_notify::bench::with_sign;
+use iotpay_devtools::bench::with_sign;
 use iotpay_notify::domain::MerchantKey;
 use iotpay_notify::iotpay::{self, sign, Notification, Params};
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::*;
-use iotpay_notify::testing::TestDatabase;
+use iotpay_devtools::testing::TestDatabase;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use iotpay_notify::testing::TestDatabase;
+use iotpay_devtools::testing::TestDatabase;
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));

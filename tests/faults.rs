@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faultkit::*;
-use iotpay_notify::sandbox::{QueryOutcome, SendOptions};
+use iotpay_devtools::sandbox::{QueryOutcome, SendOptions};
 
 /// How long the database stays down in the database scenarios.
 const OUTAGE: Duration = Duration::from_secs(2);

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use forwarding::*;
 use futures::FutureExt;
+use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::config::ForwardSecret;
 use iotpay_notify::forward::signature;
 use iotpay_notify::store;
-use iotpay_notify::testing::TestDatabase;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);

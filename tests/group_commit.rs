@@ -5,10 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::ingest::batch::{BatchSettings, Batcher};
 use iotpay_notify::iotpay::{Notification, Params};
 use iotpay_notify::store::{self, NewNotification};
-use iotpay_notify::testing::TestDatabase;
 use serde_json::json;
 
 fn new_notification(pay_order_id: &str, amount: i64) -> NewNotification {

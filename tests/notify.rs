@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::*;
-use iotpay_notify::testing::TestDatabase;
+use iotpay_devtools::testing::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Row;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use forwarding::*;
-use iotpay_notify::testing::TestDatabase;
+use iotpay_devtools::testing::TestDatabase;
 use serde_json::Value;
 
 fn binary() -> Command {

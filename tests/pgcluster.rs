@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iotpay_notify::pgcluster::{ClusterError, ClusterOptions, PgCluster};
-use iotpay_notify::testing::{self, TestDatabase};
+use iotpay_devtools::pgcluster::{ClusterError, ClusterOptions, PgCluster};
+use iotpay_devtools::testing::{self, TestDatabase};
 use sqlx::{Connection, PgConnection};
 
 const HELPER_ENV: &str = "PGCLUSTER_TEST_HELPER";

@@ -78,7 +78,7 @@ fn signed_notification() -> impl Strategy<Value = serde_json::Map<String, serde_
             if let Some(extra) = extra {
                 m.insert("newField".into(), extra.into());
             }
-            let body = iotpay_notify::bench::with_sign(serde_json::Value::Object(m), &MerchantKey::new(KEY));
+            let body = iotpay_devtools::bench::with_sign(serde_json::Value::Object(m), &MerchantKey::new(KEY));
             serde_json::from_str::<serde_json::Value>(&body).unwrap().as_object().unwrap().clone()
         })
 }

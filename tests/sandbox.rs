@@ -11,10 +11,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use common::*;
+use iotpay_devtools::sandbox::{QueryOutcome, Sandbox, SandboxConfig, SendOptions};
+use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::domain::{MchId, MerchantKey};
 use iotpay_notify::iotpay::{sign, Params};
-use iotpay_notify::sandbox::{QueryOutcome, Sandbox, SandboxConfig, SendOptions};
-use iotpay_notify::testing::TestDatabase;
 use serde_json::{json, Value};
 
 async fn sandbox() -> Sandbox {

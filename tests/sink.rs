@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use iotpay_devtools::sink::{Sink, SinkConfig, Verdict};
 use iotpay_notify::config::ForwardSecret;
 use iotpay_notify::forward::signature;
-use iotpay_notify::sink::{Sink, SinkConfig, Verdict};
 use serde_json::json;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

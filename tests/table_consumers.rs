@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use forwarding::insert_events;
-use iotpay_notify::testing::TestDatabase;
+use iotpay_devtools::testing::TestDatabase;
 use rand::Rng;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;

@@ -6,10 +6,10 @@ pub mod proxy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::app::App;
 use iotpay_notify::config::Config;
 use iotpay_notify::domain::MerchantKey;
-use iotpay_notify::testing::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +137,7 @@ fn text_of(v: &Value) -> String {
 
 /// Adds `sign` computed with `key`, returns the JSON body.
 pub fn signed(fields: Value, key: &str) -> String {
-    iotpay_notify::bench::with_sign(fields, &MerchantKey::new(key))
+    iotpay_devtools::bench::with_sign(fields, &MerchantKey::new(key))
 }
 
 /// The same, form-encoded.

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use iotpay_devtools::pgcluster::{ClusterOptions, PgCluster};
+use iotpay_devtools::sandbox::{Order, QueryOutcome, Sandbox, SandboxConfig, SendOptions};
 use iotpay_notify::config::ForwardSecret;
 use iotpay_notify::domain::{MchId, MerchantKey};
 use iotpay_notify::forward::signature;
-use iotpay_notify::pgcluster::{ClusterOptions, PgCluster};
-use iotpay_notify::sandbox::{Order, QueryOutcome, Sandbox, SandboxConfig, SendOptions};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -518,7 +518,7 @@ impl Rig {
     /// Runs a blocking cluster operation (restart, kill) off the async threads.
     pub async fn cluster_op(
         &self,
-        op: impl FnOnce(&PgCluster) -> Result<(), iotpay_notify::pgcluster::ClusterError> + Send + 'static,
+        op: impl FnOnce(&PgCluster) -> Result<(), iotpay_devtools::pgcluster::ClusterError> + Send + 'static,
     ) {
         let cluster = self.cluster.clone();
         tokio::task::spawn_blocking(move || op(&cluster)).await.unwrap().expect("cluster operation");

@@ -62,9 +62,9 @@ pub fn verify(params: &Params, received: &str, keys: &[MerchantKey]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iotpay::params::Params;
+    use crate::params::Params;
 
-    const VECTORS: &str = include_str!("../../tests/data/sign-vectors.json");
+    const VECTORS: &str = include_str!("../tests/data/sign-vectors.json");
 
     fn vectors() -> Vec<serde_json::Value> {
         let doc: serde_json::Value = serde_json::from_str(VECTORS).unwrap();

@@ -11,8 +11,8 @@ use serde_json::value::RawValue;
 
 use super::params::Params;
 use super::sign::{self, SIGN_FIELD};
-use crate::config::Merchants;
 use crate::domain::{ApiVersion, Cents, MchId, PayOrderId};
+use crate::merchants::Merchants;
 
 /// Largest response body read from IOTPay; anything bigger is not a query answer.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;

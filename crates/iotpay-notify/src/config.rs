@@ -1,12 +1,11 @@
 //! Configuration from the environment (and `.env`), validated once at start.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
 
-use crate::domain::{MchId, MerchantKey};
+pub use crate::iotpay::Merchants;
 
 /// A missing or malformed variable; the message names the variable and never its value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,59 +25,6 @@ pub enum ConfigError {
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { var, reason: reason.into() }
-}
-
-/// The merchants this deployment accepts and their keys (several keys = rotation).
-#[derive(Debug, Clone, Default)]
-pub struct Merchants {
-    keys: HashMap<MchId, Vec<MerchantKey>>,
-}
-
-impl Merchants {
-    /// Parses `MCH_ID:KEY,MCH_ID:KEY`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
-        for (i, pair) in s.split(',').map(str::trim).enumerate() {
-            if pair.is_empty() {
-                continue;
-            }
-            let (id, key) = pair.split_once(':').ok_or_else(|| format!("entry {} is not MCH_ID:KEY", i + 1))?;
-            let id = MchId::parse(id.trim()).map_err(|e| format!("entry {}: {e}", i + 1))?;
-            let key = key.trim();
-            if key.is_empty() {
-                return Err(format!("entry {} has an empty key", i + 1));
-            }
-            keys.entry(id).or_default().push(MerchantKey::new(key));
-        }
-        if keys.is_empty() {
-            return Err("no MCH_ID:KEY entries".into());
-        }
-        Ok(Self { keys })
-    }
-
-    /// Builds from explicit pairs (tests, demo).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
-        for (id, key) in pairs {
-            keys.entry(MchId::parse(id).expect("valid mch id")).or_default().push(MerchantKey::new(key));
-        }
-        Self { keys }
-    }
-
-    /// Every key valid for verifying the merchant's messages; `None` if the merchant is unknown.
-    pub fn keys(&self, mch_id: &str) -> Option<&[MerchantKey]> {
-        MchId::parse(mch_id).ok().and_then(|id| self.keys.get(&id)).map(Vec::as_slice)
-    }
-
-    /// The key that signs outgoing requests: the first one listed.
-    pub fn signing_key(&self, mch_id: &MchId) -> Option<&MerchantKey> {
-        self.keys.get(mch_id).and_then(|k| k.first())
-    }
-
-    /// Configured merchant ids.
-    pub fn ids(&self) -> impl Iterator<Item = &MchId> {
-        self.keys.keys()
-    }
 }
 
 /// A Standard Webhooks signing secret (`whsec_` + base64). Never printed.
@@ -281,7 +227,10 @@ fn http_url(var: &'static str, value: Option<String>, default: &str) -> Result<S
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::domain::MchId;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -1,26 +1,23 @@
 //! iotpay-notify: receives IOTPay notifications, verifies their sign, stores them idempotently,
 //! confirms them with IOTPay's query API and publishes normalized events.
 //!
-//! The modules follow the flow: [`ingest`] (receive, verify via [`iotpay`]) → [`store`].
+//! The modules follow the flow: [`ingest`] (receive, verify via [`iotpay`]) → [`store`] →
+//! [`confirm`] → [`forward`]. The wire protocol itself is the [`iotpay`] crate.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub use iotpay;
+pub use iotpay::domain;
+
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod confirm;
-pub mod demo;
-pub mod domain;
 pub mod forward;
 pub mod ingest;
-pub mod iotpay;
 pub mod ops;
-pub mod pgcluster;
 pub mod pressure;
-pub mod sandbox;
 pub mod service;
-pub mod sink;
 pub mod store;
 pub mod telemetry;
-pub mod testing;

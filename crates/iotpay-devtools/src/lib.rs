@@ -1,0 +1,16 @@
+//! Development tools for iotpay-notify. None of them is part of the service: a simulated IOTPay
+//! ([`sandbox`]), a webhook receiver ([`sink`]), throwaway PostgreSQL clusters ([`pgcluster`],
+//! [`testing`]), load generators ([`bench`]) and the demo ([`demo`]).
+
+#![warn(missing_docs)]
+
+// The service's modules under their own names, so tools read like the service's code.
+use iotpay_notify::{config, domain, forward, iotpay, service, store, telemetry};
+
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod pgcluster;
+pub mod sandbox;
+pub mod sink;
+pub mod testing;

@@ -1,0 +1,17 @@
+//! IOTPay's wire protocol, free of any server, database or configuration: parameters, the MD5
+//! sign, notifications (v3, v2), merchant keys and the query clients. A merchant's own Rust code
+//! can use it as it is.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod domain;
+pub mod merchants;
+pub mod notification;
+pub mod params;
+pub mod query;
+pub mod sign;
+
+pub use merchants::Merchants;
+pub use notification::{detect_version, mask_card_numbers, Notification, NotificationError};
+pub use params::{ParamValue, Params, ParamsError};
