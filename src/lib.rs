@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod iotpay;
 pub mod ops;
 pub mod pgcluster;
 pub mod pressure;
+pub mod readiness;
 pub mod sandbox;
 pub mod service;
 pub mod sink;

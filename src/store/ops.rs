@@ -138,6 +138,19 @@ pub struct EventDetail {
     pub deliveries: Vec<DeliveryRow>,
 }
 
+impl EventDetail {
+    /// The JSON document of `events show --json` and `GET /api/v1/events/{event_id}`:
+    /// `{"event": {...}, "notifications": [...], "deliveries": [{..., "attempts_log": [...]}]}`.
+    pub fn document(&self) -> serde_json::Value {
+        let event: serde_json::Map<String, serde_json::Value> = self.event.iter().cloned().collect();
+        serde_json::json!({
+            "event": event,
+            "notifications": self.notifications,
+            "deliveries": self.deliveries,
+        })
+    }
+}
+
 /// The event, its notifications, deliveries and attempts; `None` when unknown.
 pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDetail>, sqlx::Error> {
     // Every column generically, so fields added by later migrations show up too.
@@ -189,6 +202,20 @@ pub struct Redriven {
     pub event_id: String,
     /// Target URL.
     pub endpoint: String,
+    /// `dead` (now pending with a fresh schedule) or `pending` (now due at once).
+    pub previous_status: String,
+}
+
+/// Which deliveries [`redrive`] takes: every filter that is set must match.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedriveFilter<'a> {
+    /// Only deliveries to this endpoint URL.
+    pub endpoint: Option<&'a str>,
+    /// Only deliveries of this event.
+    pub event_id: Option<&'a str>,
+    /// Also `pending` deliveries that no worker is attempting right now: they become due at once,
+    /// keeping their place in the retry schedule.
+    pub include_pending: bool,
 }
 
 /// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule, and wakes
@@ -198,19 +225,37 @@ pub async fn redrive(
     endpoint: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<Vec<Redriven>, sqlx::Error> {
+    redrive_with(pool, RedriveFilter { endpoint, event_id, include_pending: false }).await
+}
+
+/// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule (and, with
+/// `include_pending`, makes matching idle pending deliveries due now), then wakes the workers;
+/// one transaction. A delivery a worker holds a live lease on is left alone: its attempt is in
+/// flight and its result will be recorded.
+pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Vec<Redriven>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<Redriven> = sqlx::query_as(
-        "UPDATE deliveries
-            SET status = 'pending', attempts = 0, next_attempt_at = now(), dead_at = NULL,
+    let mut rows: Vec<Redriven> = sqlx::query_as(
+        "WITH target AS (
+            SELECT id, status FROM deliveries
+             WHERE (status = 'dead'
+                    OR ($3 AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())))
+               AND ($1::text IS NULL OR endpoint = $1)
+               AND ($2::text IS NULL OR event_id = $2)
+             FOR UPDATE
+         )
+         UPDATE deliveries d
+            SET status = 'pending',
+                attempts = CASE WHEN target.status = 'dead' THEN 0 ELSE d.attempts END,
+                next_attempt_at = now(), dead_at = NULL,
                 lease_token = NULL, lease_until = NULL, leased_by = NULL,
-                redrive_count = redrive_count + 1, updated_at = now()
-          WHERE status = 'dead'
-            AND ($1::text IS NULL OR endpoint = $1)
-            AND ($2::text IS NULL OR event_id = $2)
-        RETURNING id, event_id, endpoint",
+                redrive_count = d.redrive_count + 1, updated_at = now()
+           FROM target
+          WHERE d.id = target.id
+        RETURNING d.id, d.event_id, d.endpoint, target.status AS previous_status",
     )
-    .bind(endpoint)
-    .bind(event_id)
+    .bind(filter.endpoint)
+    .bind(filter.event_id)
+    .bind(filter.include_pending)
     .fetch_all(&mut *tx)
     .await?;
     if !rows.is_empty() {
@@ -222,7 +267,6 @@ pub async fn redrive(
             .await?;
     }
     tx.commit().await?;
-    let mut rows = rows;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }

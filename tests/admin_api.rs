@@ -1,0 +1,142 @@
+//! The admin listener and its JSON API, black-box: every route, authentication, bad input,
+//! pagination under concurrent inserts, and the OpenAPI document against the router.
+
+mod adminkit;
+mod common;
+mod forwarding;
+
+use adminkit::*;
+use common::*;
+use iotpay_notify::testing::TestDatabase;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn every_api_route_refuses_missing_wrong_and_short_tokens() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let id = format!("evt_{}", "0".repeat(32));
+    let routes: Vec<(&str, String)> = vec![
+        ("GET", "/api/v1/openapi.json".into()),
+        ("GET", "/api/v1/events".into()),
+        ("GET", format!("/api/v1/events/{id}")),
+        ("POST", format!("/api/v1/events/{id}/recheck")),
+        ("POST", "/api/v1/deliveries/redrive".into()),
+        ("GET", "/api/v1/stats".into()),
+        ("GET", "/api/v1/no-such-route".into()),
+    ];
+    let wrong = TOKEN.replace('0', "1");
+    let short = &TOKEN[..20];
+    for (method, path) in &routes {
+        let attempts: Vec<(&str, Option<String>)> = vec![
+            ("missing", None),
+            ("wrong", Some(format!("Bearer {wrong}"))),
+            ("short", Some(format!("Bearer {short}"))),
+            ("prefix of a token", Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]))),
+            ("token plus a character", Some(format!("Bearer {TOKEN}x"))),
+            ("not bearer", Some(format!("Basic {TOKEN}"))),
+            ("empty bearer", Some("Bearer ".into())),
+        ];
+        for (what, header) in attempts {
+            let mut req = admin.client.request(method.parse().unwrap(), admin.url(path));
+            if let Some(h) = header {
+                req = req.header("authorization", h);
+            }
+            let resp = req.json(&json!({"all": true})).send().await.unwrap();
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer", "{method} {path} {what}");
+            let got = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+            assert_error(&got, 401, "unauthorized", None);
+        }
+    }
+    // Both rotation tokens are accepted.
+    for token in [TOKEN, OLD_TOKEN] {
+        let resp = admin.client.get(admin.url("/api/v1/stats")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn the_public_listener_serves_no_api_and_readiness_from_memory() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    for path in ["/api/v1/events", "/api/v1/openapi.json", "/api/v1/stats"] {
+        let resp = admin.client.get(admin.public_url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path} on the public port");
+    }
+    let console = admin.client.get(admin.public_url("/")).send().await.unwrap();
+    assert_eq!(console.status(), 404, "no console on the public port");
+    for base in [admin.public, admin.admin] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let resp = admin.client.get(format!("http://{base}{path}")).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{base}{path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_public_readyz_sends_nothing_to_the_database() {
+    let db = TestDatabase::create().await;
+    let upstream = tokio::net::lookup_host(format!("{}:{}", db.options.get_host(), db.options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let meter = ByteMeter::start(upstream).await;
+    let proxied = db.options.clone().host("127.0.0.1").port(meter.addr.port());
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy_with(proxied);
+    let app = TestApp::spawn_on(pool, &db.url()).await;
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    let before = meter.sent();
+    let flood = (0..500).map(|_| app.client.get(app.url("/readyz")).send());
+    for r in futures::future::join_all(flood).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let sent = meter.sent() - before;
+    // A `SELECT 1` is 14 bytes on the wire: 500 of them would be 7,000. The probe sends one a second.
+    assert!(sent < 14 * 20, "500 /readyz sent {sent} bytes to the database");
+    eprintln!("500 /readyz: {sent} bytes sent to the database");
+}
+
+/// A TCP forwarder that counts the bytes clients send to the database.
+struct ByteMeter {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ByteMeter {
+    async fn start(upstream: std::net::SocketAddr) -> ByteMeter {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            counter.fetch_add(n as u64, Ordering::SeqCst);
+                        }
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        ByteMeter { addr, sent }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
