@@ -32,6 +32,14 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put an unconfirmed event back to pending for one more check with IOTPay.
+    Recheck {
+        /// The event's id (evt_...).
+        event_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an event, its notifications, its confirmation, every delivery and attempt.
     Show {
         /// The event's id (evt_...).
@@ -103,6 +111,21 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print!("{}", events_table(&rows));
+            }
+        }
+        EventsCommand::Recheck { event_id, json } => {
+            let pool = pool().await?;
+            match store::admin::recheck(&pool, &event_id).await.context("re-checking the event")? {
+                store::admin::Recheck::Queued if json => {
+                    println!("{}", serde_json::to_string_pretty(&json!({"event_id": event_id, "status": "pending"}))?)
+                }
+                store::admin::Recheck::Queued => {
+                    println!("{event_id}: unconfirmed -> pending, one more check is due now")
+                }
+                store::admin::Recheck::Unknown => anyhow::bail!("no event {event_id}"),
+                store::admin::Recheck::NotUnconfirmed(s) => {
+                    anyhow::bail!("{event_id} is {s}: only unconfirmed events are re-checked")
+                }
             }
         }
         EventsCommand::Show { event_id, json } => {
@@ -276,6 +299,23 @@ fn event_text(d: &ops::EventDetail) -> String {
                         n.remote_addr.clone().unwrap_or_else(|| "-".into()),
                         n.api_version.clone(),
                         n.fields.to_string(),
+                    ]
+                }),
+            ),
+            "  ",
+        ));
+    }
+    let _ = writeln!(out, "\nconfirmation checks ({})", d.checks.len());
+    if !d.checks.is_empty() {
+        out.push_str(&indent(
+            &table(
+                &["#", "STARTED_AT", "RESULT", "REASON"],
+                d.checks.iter().map(|c| {
+                    vec![
+                        c.attempt.to_string(),
+                        time(c.started_at),
+                        c.result.clone(),
+                        c.reason.clone().unwrap_or_else(|| "-".into()),
                     ]
                 }),
             ),

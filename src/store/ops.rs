@@ -99,6 +99,21 @@ pub struct AttemptRow {
     pub worker: String,
 }
 
+/// One confirmation check of an event (`confirmation_checks`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CheckRow {
+    /// Checks of the event so far, this one included.
+    pub attempt: i32,
+    /// When the check was claimed (the query followed).
+    pub started_at: DateTime<Utc>,
+    /// When its decision was recorded.
+    pub finished_at: DateTime<Utc>,
+    /// `confirmed`, `rejected`, `retry` or `unconfirmed`.
+    pub result: String,
+    /// Why (IOTPay's answer where it gave one); `null` when confirmed.
+    pub reason: Option<String>,
+}
+
 /// A delivery of an event to one endpoint, with its attempts.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeliveryRow {
@@ -134,6 +149,8 @@ pub struct EventDetail {
     pub event: Vec<(String, serde_json::Value)>,
     /// Its notifications, oldest first.
     pub notifications: Vec<NotificationRow>,
+    /// Its confirmation checks, oldest first.
+    pub checks: Vec<CheckRow>,
     /// Its deliveries with their attempts.
     pub deliveries: Vec<DeliveryRow>,
 }
@@ -146,6 +163,7 @@ impl EventDetail {
         serde_json::json!({
             "event": event,
             "notifications": self.notifications,
+            "checks": self.checks,
             "deliveries": self.deliveries,
         })
     }
@@ -173,6 +191,13 @@ pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDet
     .bind(event_id)
     .fetch_all(pool)
     .await?;
+    let checks = sqlx::query_as(
+        "SELECT attempt, started_at, finished_at, result, reason FROM confirmation_checks
+          WHERE event_id = $1 ORDER BY id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
     let mut deliveries: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT id, endpoint, status, attempts, next_attempt_at, delivered_at, dead_at, last_error,
                 redrive_count, created_at
@@ -190,7 +215,7 @@ pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDet
         .fetch_all(pool)
         .await?;
     }
-    Ok(Some(EventDetail { event, notifications, deliveries }))
+    Ok(Some(EventDetail { event, notifications, checks, deliveries }))
 }
 
 /// A delivery put back in the queue.
