@@ -268,11 +268,14 @@ pub async fn stats(pool: &PgPool) -> Result<Stats, sqlx::Error> {
               FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
                                    date_trunc('minute', now()), interval '1 minute') AS m
          ), recent_events AS (
-            SELECT created_at, confirmed_at, decided_at FROM payment_events
+            -- Rows decided before decided_at existed (or by hand) count as decided when last updated.
+            SELECT created_at, confirmed_at, status,
+                   CASE WHEN status <> 'pending' THEN COALESCE(decided_at, confirmed_at, updated_at) END AS decided_at
+              FROM payment_events
              WHERE status = 'pending' OR created_at >= now() - interval '61 minutes'
-                OR decided_at >= now() - interval '61 minutes'
+                OR COALESCE(decided_at, confirmed_at, updated_at) >= now() - interval '61 minutes'
          ), recent_deliveries AS (
-            SELECT created_at, updated_at, status, delivered_at, dead_at FROM deliveries
+            SELECT created_at, status, delivered_at, dead_at FROM deliveries
              WHERE status = 'pending' OR created_at >= now() - interval '61 minutes'
                 OR delivered_at >= now() - interval '61 minutes' OR dead_at >= now() - interval '61 minutes'
          )

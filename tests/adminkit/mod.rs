@@ -82,3 +82,48 @@ pub fn assert_error(got: &(u16, Value), status: u16, code: &str, field: Option<&
     assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", got.1);
     assert_eq!(got.1["error"]["field"].as_str(), field, "{}", got.1);
 }
+
+/// Stores `n` v3 payments through the public notify route; returns their event ids, oldest first.
+pub async fn notify_payments(admin: &Admin, prefix: &str, n: usize) -> Vec<String> {
+    use crate::common::{signed, v3_pay, KEY};
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let pay_order_id = format!("{prefix}{i:04}");
+        let resp = admin
+            .client
+            .post(admin.public_url("/iotpay/notify"))
+            .header("content-type", "application/json")
+            .body(signed(v3_pay(&pay_order_id, 1000 + i as i64), KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let id: String = sqlx::query_scalar("SELECT event_id FROM payment_events WHERE pay_order_id = $1")
+            .bind(&pay_order_id)
+            .fetch_one(&admin.pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Decides every due pending event as the confirmation worker does (claim, then the decision
+/// statement, which also logs the check): `confirmed`, or an inconclusive check when `retry`.
+pub async fn decide_all(pool: &PgPool, endpoints: &[String], retry: Option<&str>) {
+    use iotpay_notify::store::confirm::{apply, claim_due, Verdict};
+    let claimed = claim_due(pool, 1000, std::time::Duration::from_secs(60), "test-token").await.unwrap();
+    for c in claimed {
+        let verdict = match retry {
+            None => Verdict::Confirmed,
+            Some(reason) => Verdict::Retry {
+                reason: reason.into(),
+                delay: std::time::Duration::ZERO,
+                give_up_reason: format!("gave up; last: {reason}"),
+            },
+        };
+        apply(pool, &c.event_id, &c.leased_by, &verdict, std::time::Duration::from_secs(86_400), endpoints)
+            .await
+            .unwrap();
+    }
+}

@@ -51,11 +51,42 @@ pub fn json_object(
         return Err(ApiError::UnsupportedMediaType);
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
-    let Value::Object(map) = value else { return Err(ApiError::bad("the body must be a JSON object")) };
+    if !value.is_object() {
+        return Err(ApiError::bad("the body must be a JSON object"));
+    }
+    // serde_json keeps the last of duplicate keys; which one the sender meant is ambiguous.
+    let StrictObject(map) =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the body is refused: {e}")))?;
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::field(clip(unknown), "unknown field"));
     }
     Ok(map)
+}
+
+/// A JSON object whose top-level keys are all distinct.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                let mut map = Map::new();
+                while let Some((k, v)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{}`", clip(&k))));
+                    }
+                    map.insert(k, v);
+                }
+                Ok(StrictObject(map))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Shortens an attacker-chosen name before it is echoed back.
