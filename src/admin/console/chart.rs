@@ -5,12 +5,15 @@ use std::fmt::Write as _;
 
 use crate::store::admin::Minute;
 
-const W: f64 = 720.0;
-const H: f64 = 180.0;
+const W: f64 = 560.0;
+const H: f64 = 190.0;
 const PAD_L: f64 = 44.0;
 const PAD_B: f64 = 22.0;
 
-fn chart(title: &str, minutes: &[Minute], series: &[(&str, &str, fn(&Minute) -> i64)]) -> String {
+/// A line of a chart: its name, CSS class and value per minute.
+type Series<'a> = (&'a str, &'a str, fn(&Minute) -> i64);
+
+fn chart(title: &str, minutes: &[Minute], series: &[Series]) -> String {
     let max = minutes.iter().flat_map(|m| series.iter().map(move |(_, _, f)| f(m))).max().unwrap_or(0).max(1) as f64;
     let n = minutes.len().max(2) as f64;
     let x = |i: usize| PAD_L + (W - PAD_L - 8.0) * i as f64 / (n - 1.0);
@@ -32,10 +35,11 @@ fn chart(title: &str, minutes: &[Minute], series: &[(&str, &str, fn(&Minute) -> 
             y = y(v)
         );
     }
-    for (i, label) in [(0, "−60 min"), (30, "−30 min"), (minutes.len().saturating_sub(1), "now")] {
+    let last = minutes.len().saturating_sub(1);
+    for (i, label, anchor) in [(0, "−60 min", "start"), (30, "−30 min", "middle"), (last, "now", "end")] {
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{}\" class=\"axis\" text-anchor=\"middle\">{label}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" class=\"axis\" text-anchor=\"{anchor}\">{label}</text>",
             x(i),
             H - 4.0
         );

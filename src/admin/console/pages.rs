@@ -380,9 +380,11 @@ pub fn overview(session: &Session, s: &Stats) -> String {
     let mut body = String::from("<h1>Overview</h1>");
     body.push_str(&counts_bar(&s.events, ""));
     body.push_str("<h2>Last hour</h2>");
+    body.push_str("<div class=\"charts\">");
     body.push_str(&chart::throughput(&s.per_minute));
     body.push_str(&chart::backlog(&s.per_minute));
-    body.push_str("<h2>Endpoints</h2>");
+    body.push_str("</div>");
+    body.push_str("<h2>Dead and pending deliveries per endpoint</h2>");
     if s.endpoints.is_empty() {
         body.push_str("<p class=\"empty\">No pending or dead deliveries.</p>");
     } else {
