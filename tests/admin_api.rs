@@ -582,3 +582,54 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
     let (_, page) = json(admin.get("/api/v1/events")).await;
     validate(&page, "EventPage");
 }
+
+/// Runs the real binary with only DATABASE_URL set.
+async fn cli(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url())
+        .current_dir(std::env::temp_dir())
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn cli_recheck_and_redrive_pending_match_the_api() {
+    let db = TestDatabase::create().await;
+    let ids = forwarding::insert_events(&db.pool, "PK", 2).await;
+    sqlx::query("UPDATE payment_events SET status = 'unconfirmed', decided_at = now() WHERE event_id = $1")
+        .bind(&ids[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = cli(&db, &["events", "recheck", &ids[0]]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unconfirmed -> pending"));
+    let again = cli(&db, &["events", "recheck", &ids[0]]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is pending: only unconfirmed events are re-checked"));
+    let unknown = cli(&db, &["events", "recheck", "evt_unknown"]).await;
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no event evt_unknown"));
+
+    let endpoint = "http://127.0.0.1:9/x".to_owned();
+    sqlx::query("UPDATE payment_events SET status = 'pending' WHERE event_id = $1")
+        .bind(&ids[1])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    forwarding::confirm(&db.pool, &ids[1..], std::slice::from_ref(&endpoint)).await;
+    sqlx::query("UPDATE deliveries SET attempts = 2, next_attempt_at = now() + interval '1 hour'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dead_only = cli(&db, &["deliveries", "redrive", "--all", "--json"]).await;
+    let v: Value = serde_json::from_slice(&dead_only.stdout).unwrap();
+    assert_eq!(v["redriven"], json!([]), "without --pending a pending delivery is not touched");
+    let out = cli(&db, &["deliveries", "redrive", "--event", &ids[1], "--pending", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["redriven"][0]["previous_status"], "pending");
+    let (attempts, due): (i32, bool) =
+        sqlx::query_as("SELECT attempts, next_attempt_at <= now() FROM deliveries").fetch_one(&db.pool).await.unwrap();
+    assert_eq!((attempts, due), (2, true), "due now, schedule position kept");
+}
