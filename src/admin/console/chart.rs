@@ -13,15 +13,23 @@ const PAD_B: f64 = 22.0;
 /// A line of a chart: its name, CSS class and value per minute.
 type Series<'a> = (&'a str, &'a str, fn(&Minute) -> i64);
 
-fn chart(title: &str, minutes: &[Minute], series: &[Series]) -> String {
+/// `sums`: the legend shows each series' total over the hour (flows); otherwise its latest value
+/// (levels such as a backlog, whose sum means nothing).
+fn chart(title: &str, minutes: &[Minute], series: &[Series], sums: bool) -> String {
     let max = minutes.iter().flat_map(|m| series.iter().map(move |(_, _, f)| f(m))).max().unwrap_or(0).max(1) as f64;
     let n = minutes.len().max(2) as f64;
     let x = |i: usize| PAD_L + (W - PAD_L - 8.0) * i as f64 / (n - 1.0);
     let y = |v: i64| 8.0 + (H - PAD_B - 8.0) * (1.0 - v as f64 / max);
-    let totals: Vec<String> =
-        series.iter().map(|(name, _, f)| format!("{name}: {}", minutes.iter().map(f).sum::<i64>())).collect();
+    let totals: Vec<String> = series
+        .iter()
+        .map(|(name, _, f)| match (sums, minutes.last()) {
+            (true, _) => format!("{name}: {}", minutes.iter().map(f).sum::<i64>()),
+            (false, Some(last)) => format!("{name}: now {}", f(last)),
+            (false, None) => format!("{name}: now 0"),
+        })
+        .collect();
     let mut svg = format!(
-        "<figure class=\"chart\"><figcaption>{title}</figcaption><svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{title}; last hour totals: {}\">",
+        "<figure class=\"chart\"><figcaption>{title}</figcaption><svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{title}, last hour: {}\">",
         totals.join(", ")
     );
     for frac in [0.0, 0.5, 1.0] {
@@ -71,6 +79,7 @@ pub fn throughput(minutes: &[Minute]) -> String {
             ("confirmed", "s2", |m| m.confirmed),
             ("delivered", "s3", |m| m.delivered),
         ],
+        true,
     )
 }
 
@@ -83,5 +92,6 @@ pub fn backlog(minutes: &[Minute]) -> String {
             ("events pending confirmation", "s4", |m| m.pending_events),
             ("deliveries pending", "s5", |m| m.pending_deliveries),
         ],
+        false,
     )
 }
