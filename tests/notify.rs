@@ -227,7 +227,12 @@ async fn database_outage_answers_503_quickly_and_recovers() {
     let started = Instant::now();
     assert_eq!(app.post_json(&body).await, (503, "FAIL".into()));
     assert!(started.elapsed() < Duration::from_secs(5), "503 took {:?}", started.elapsed());
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 503);
+    // /readyz answers from a probe refreshed every second (never a query per request).
+    let cut_at = Instant::now();
+    while app.client.get(app.url("/readyz")).send().await.unwrap().status() != 503 {
+        assert!(cut_at.elapsed() < Duration::from_secs(6), "/readyz still 200 after the cut");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 
     proxy.restore();

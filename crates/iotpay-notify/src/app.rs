@@ -22,7 +22,9 @@ use crate::config::Config;
 use crate::ingest::guard::Guard;
 use crate::ingest::{self, Ingest, MAX_BODY_BYTES};
 use crate::pressure::IngestPressure;
-use crate::{store, telemetry};
+use crate::readiness::{self, Probe, Readiness};
+use crate::telemetry;
+use tokio_util::sync::CancellationToken;
 
 /// State shared by the handlers.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The database's reachability, refreshed in the background (`/readyz` reads it).
+    pub readiness: Readiness,
 }
 
 impl FromRef<AppState> for Ingest {
@@ -84,7 +88,12 @@ async fn refused(error: BoxError) -> (StatusCode, &'static str) {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if store::ping(&state.pool, Duration::from_secs(2)).await {
+    readyz_answer(&state.readiness).await
+}
+
+/// `/readyz` of both listeners: from the background probe, never a query per request.
+pub async fn readyz_answer(readiness: &Readiness) -> (StatusCode, &'static str) {
+    if readiness.is_ready().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -92,7 +101,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    metrics_answer(&state.metrics)
+}
+
+/// `/metrics` of both listeners.
+pub fn metrics_answer(handle: &PrometheusHandle) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
 /// A bound, not yet serving, HTTP application.
@@ -100,6 +114,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     pressure: IngestPressure,
+    readiness: Readiness,
+    probe: Probe,
 }
 
 impl App {
@@ -116,18 +132,24 @@ impl App {
             Guard::new(config.guard.clone()),
         );
         let pressure = ingest.pressure();
-        let state = AppState { ingest, pool, metrics: telemetry::metrics_handle() };
+        let (readiness, probe) = readiness::new(pool.clone());
+        let state = AppState { ingest, pool, metrics: telemetry::metrics_handle(), readiness: readiness.clone() };
         let listener = TcpListener::bind(config.listen_addr).await?;
         let limits = RouteLimits {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self { listener, router: router(state, limits), pressure })
+        Ok(Self { listener, router: router(state, limits), pressure, readiness, probe })
     }
 
     /// How busy the notify path is; background workers of this process yield to it.
     pub fn pressure(&self) -> IngestPressure {
         self.pressure.clone()
+    }
+
+    /// The database's reachability as `/readyz` reports it (shared with the admin listener).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The bound address.
@@ -136,9 +158,15 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    /// The readiness probe runs meanwhile.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+        let stop_probe = CancellationToken::new();
+        let probe = tokio::spawn(self.probe.run(stop_probe.clone()));
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        stop_probe.cancel();
+        let _ = probe.await;
+        served
     }
 }

@@ -99,6 +99,7 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
     tracing::info!(
         addr = %running.addr(),
+        admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
         merchants = config.merchants.ids().count(),
         time_zone = %config.iotpay_time_zone,
         "serving"

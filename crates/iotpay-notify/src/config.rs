@@ -74,6 +74,10 @@ pub struct Config {
     pub database_max_connections: u32,
     /// HTTP bind address.
     pub listen_addr: SocketAddr,
+    /// Bind address of the admin listener (API and console).
+    pub admin_listen_addr: SocketAddr,
+    /// Admin bearer tokens; `None`: the admin listener does not start.
+    pub admin_tokens: Option<crate::admin::auth::AdminTokens>,
     /// Accepted merchants and keys.
     pub merchants: Merchants,
     /// Base of the v3 API.
@@ -106,6 +110,8 @@ pub struct Config {
 
 /// Defaults named in CONTRACT.md.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+/// Default admin bind address: loopback only, never the public port.
+pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "127.0.0.1:8081";
 /// Default v3 API base.
 pub const DEFAULT_V3_API_URL: &str = "https://ccapi.iotpaycloud.com/v3";
 /// Default v2 API base.
@@ -126,10 +132,20 @@ impl Config {
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
         }
-        let listen_addr = var("LISTEN_ADDR")
+        let listen_addr: SocketAddr = var("LISTEN_ADDR")
             .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.into())
             .parse()
             .map_err(|_| invalid("LISTEN_ADDR", "expected HOST:PORT, e.g. 0.0.0.0:8080"))?;
+        let admin_listen_addr: SocketAddr = var("ADMIN_LISTEN_ADDR")
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN_ADDR.into())
+            .parse()
+            .map_err(|_| invalid("ADMIN_LISTEN_ADDR", "expected HOST:PORT, e.g. 127.0.0.1:8081"))?;
+        if admin_listen_addr.port() != 0 && admin_listen_addr.port() == listen_addr.port() {
+            return Err(invalid("ADMIN_LISTEN_ADDR", "must not use the port of LISTEN_ADDR (the public listener)"));
+        }
+        let admin_tokens = var("ADMIN_TOKENS")
+            .map(|s| crate::admin::auth::AdminTokens::parse(&s).map_err(|r| invalid("ADMIN_TOKENS", r)))
+            .transpose()?;
         let merchants = Merchants::parse(&var("IOTPAY_MERCHANTS").ok_or(ConfigError::Missing("IOTPAY_MERCHANTS"))?)
             .map_err(|r| invalid("IOTPAY_MERCHANTS", r))?;
         let v3_api_url = http_url("IOTPAY_V3_API_URL", var("IOTPAY_V3_API_URL"), DEFAULT_V3_API_URL)?;
@@ -162,6 +178,8 @@ impl Config {
             database_url,
             database_max_connections: number(&var, "DATABASE_MAX_CONNECTIONS", 10)?,
             listen_addr,
+            admin_listen_addr,
+            admin_tokens,
             merchants,
             v3_api_url,
             v2_api_url,
@@ -250,6 +268,8 @@ mod tests {
         assert_eq!(c.merchants.keys("100").unwrap().len(), 2);
         assert_eq!(c.merchants.signing_key(&MchId::parse("100").unwrap()).unwrap().expose(), "k1");
         assert!(c.merchants.keys("300").is_none());
+        assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:8081");
+        assert!(c.admin_tokens.is_none(), "no ADMIN_TOKENS: no admin listener");
     }
 
     #[test]
@@ -272,6 +292,14 @@ mod tests {
             ConfigError::Invalid { var: "NOTIFY_ALLOWED_CIDRS", .. }
         ));
         assert!(matches!(bad("INGEST_BATCH_MAX", "0"), ConfigError::Invalid { var: "INGEST_BATCH_MAX", .. }));
+        assert!(matches!(bad("ADMIN_LISTEN_ADDR", "nope"), ConfigError::Invalid { var: "ADMIN_LISTEN_ADDR", .. }));
+        assert!(matches!(
+            bad("ADMIN_LISTEN_ADDR", "127.0.0.1:8080"),
+            ConfigError::Invalid { var: "ADMIN_LISTEN_ADDR", .. }
+        ));
+        let short = bad("ADMIN_TOKENS", "too-short-secret");
+        assert!(matches!(short, ConfigError::Invalid { var: "ADMIN_TOKENS", .. }));
+        assert!(!short.to_string().contains("too-short-secret"), "{short}");
     }
 
     #[test]

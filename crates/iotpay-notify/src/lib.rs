@@ -10,6 +10,7 @@
 pub use iotpay;
 pub use iotpay::domain;
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod forward;
 pub mod ingest;
 pub mod ops;
 pub mod pressure;
+pub mod readiness;
 pub mod service;
 pub mod store;
 pub mod telemetry;

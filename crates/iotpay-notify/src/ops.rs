@@ -32,6 +32,14 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put an unconfirmed event back to pending for one more check with IOTPay.
+    Recheck {
+        /// The event's id (evt_...).
+        event_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an event, its notifications, its confirmation, every delivery and attempt.
     Show {
         /// The event's id (evt_...).
@@ -62,6 +70,10 @@ pub struct RedriveArgs {
     /// Every dead delivery.
     #[arg(long)]
     pub all: bool,
+    /// Also retry matching pending deliveries now (those no worker is attempting at the moment),
+    /// keeping their place in the retry schedule.
+    #[arg(long)]
+    pub pending: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -101,18 +113,27 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
                 print!("{}", events_table(&rows));
             }
         }
+        EventsCommand::Recheck { event_id, json } => {
+            let pool = pool().await?;
+            match store::admin::recheck(&pool, &event_id).await.context("re-checking the event")? {
+                store::admin::Recheck::Queued if json => {
+                    println!("{}", serde_json::to_string_pretty(&json!({"event_id": event_id, "status": "pending"}))?)
+                }
+                store::admin::Recheck::Queued => {
+                    println!("{event_id}: unconfirmed -> pending, one more check is due now")
+                }
+                store::admin::Recheck::Unknown => anyhow::bail!("no event {event_id}"),
+                store::admin::Recheck::NotUnconfirmed(s) => {
+                    anyhow::bail!("{event_id} is {s}: only unconfirmed events are re-checked")
+                }
+            }
+        }
         EventsCommand::Show { event_id, json } => {
             let pool = pool().await?;
             let detail = ops::show_event(&pool, &event_id).await.context("reading the event")?;
             let detail = detail.with_context(|| format!("no event {event_id}"))?;
             if json {
-                let event: serde_json::Map<String, serde_json::Value> = detail.event.iter().cloned().collect();
-                let out = json!({
-                    "event": event,
-                    "notifications": detail.notifications,
-                    "deliveries": detail.deliveries,
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                println!("{}", serde_json::to_string_pretty(&detail.document())?);
             } else {
                 print!("{}", event_text(&detail));
             }
@@ -126,17 +147,31 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
-            let rows = ops::redrive(&pool, args.endpoint.as_deref(), args.event.as_deref())
-                .await
-                .context("redriving deliveries")?;
+            let filter = ops::RedriveFilter {
+                endpoint: args.endpoint.as_deref(),
+                event_id: args.event.as_deref(),
+                include_pending: args.pending,
+            };
+            let rows = ops::redrive_with(&pool, filter).await.context("redriving deliveries")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "redriven": rows }))?);
             } else {
-                let mut out = format!("redriven: {} dead deliveries back to pending\n", rows.len());
+                let dead = rows.iter().filter(|r| r.previous_status == "dead").count();
+                let mut out = format!("redriven: {dead} dead deliveries back to pending\n");
+                if args.pending {
+                    let _ = writeln!(out, "retried now: {} pending deliveries", rows.len() - dead);
+                }
                 if !rows.is_empty() {
                     out.push_str(&table(
-                        &["DELIVERY", "EVENT_ID", "ENDPOINT"],
-                        rows.iter().map(|r| vec![r.id.to_string(), r.event_id.clone(), endpoint_label(&r.endpoint)]),
+                        &["DELIVERY", "EVENT_ID", "ENDPOINT", "WAS"],
+                        rows.iter().map(|r| {
+                            vec![
+                                r.id.to_string(),
+                                r.event_id.clone(),
+                                endpoint_label(&r.endpoint),
+                                r.previous_status.clone(),
+                            ]
+                        }),
                     ));
                 }
                 print!("{out}");
@@ -264,6 +299,23 @@ fn event_text(d: &ops::EventDetail) -> String {
                         n.remote_addr.clone().unwrap_or_else(|| "-".into()),
                         n.api_version.clone(),
                         n.fields.to_string(),
+                    ]
+                }),
+            ),
+            "  ",
+        ));
+    }
+    let _ = writeln!(out, "\nconfirmation checks ({})", d.checks.len());
+    if !d.checks.is_empty() {
+        out.push_str(&indent(
+            &table(
+                &["#", "STARTED_AT", "RESULT", "REASON"],
+                d.checks.iter().map(|c| {
+                    vec![
+                        c.attempt.to_string(),
+                        time(c.started_at),
+                        c.result.clone(),
+                        c.reason.clone().unwrap_or_else(|| "-".into()),
                     ]
                 }),
             ),

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminApp;
 use crate::app::App;
 use crate::config::Config;
 
@@ -29,6 +30,8 @@ pub enum StartError {
 /// A running service; stops when its shutdown token is cancelled.
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     workers: JoinSet<()>,
@@ -40,6 +43,14 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         .await
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let addr = app.local_addr();
+    let admin = match AdminApp::bind(config, pool.clone(), app.readiness()).await {
+        Some(bound) => Some(bound.map_err(|source| StartError::Bind { addr: config.admin_listen_addr, source })?),
+        None => {
+            tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
+            None
+        }
+    };
+    let admin_addr = admin.as_ref().map(AdminApp::local_addr);
     let mut workers = JoinSet::new();
     let pressure = app.pressure();
     crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone(), pressure.clone())?;
@@ -59,13 +70,22 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     }
     let stop = shutdown.clone();
     let server = tokio::spawn(app.serve(async move { stop.cancelled().await }));
-    Ok(Running { addr, shutdown, server, workers })
+    let admin = admin.map(|a| {
+        let stop = shutdown.clone();
+        tokio::spawn(a.serve(async move { stop.cancelled().await }))
+    });
+    Ok(Running { addr, admin_addr, admin, shutdown, server, workers })
 }
 
 impl Running {
     /// The HTTP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address; `None` when `ADMIN_TOKENS` is not set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Waits until shutdown is requested, in-flight requests are answered and workers stopped.
@@ -76,6 +96,9 @@ impl Running {
         };
         // The server also ends if its listener fails; the workers must stop either way.
         self.shutdown.cancel();
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
+        }
         self.workers.join_all().await;
         served
     }

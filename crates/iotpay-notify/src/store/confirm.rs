@@ -219,7 +219,14 @@ pub async fn apply_batch(
              -- instead of looking rows up by key.
              WHERE p.event_id = d.event_id AND p.leased_by = d.token
                AND p.status NOT IN ('confirmed', 'rejected', 'unconfirmed')
-            RETURNING p.event_id, d.token, p.status
+            RETURNING p.event_id, d.token, p.status, p.confirm_attempts, p.last_checked_at,
+                      CASE WHEN p.status = 'pending' THEN p.last_check_error ELSE p.status_reason END AS reason
+        ), logged AS (
+            -- The operator's timeline of checks (migration 0006).
+            INSERT INTO confirmation_checks (event_id, attempt, started_at, result, reason)
+            SELECT event_id, GREATEST(confirm_attempts, 1), COALESCE(last_checked_at, now()),
+                   CASE status WHEN 'pending' THEN 'retry' ELSE status END, reason
+              FROM decided
         ), enqueued AS (
             INSERT INTO deliveries (event_id, endpoint)
             SELECT decided.event_id, endpoint

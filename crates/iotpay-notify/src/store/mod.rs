@@ -1,5 +1,6 @@
 //! All SQL lives here: connection pool, migrations, and one submodule per table family.
 
+pub mod admin;
 pub mod confirm;
 pub mod deliveries;
 pub mod events;

@@ -99,6 +99,21 @@ pub struct AttemptRow {
     pub worker: String,
 }
 
+/// One confirmation check of an event (`confirmation_checks`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CheckRow {
+    /// Checks of the event so far, this one included.
+    pub attempt: i32,
+    /// When the check was claimed (the query followed).
+    pub started_at: DateTime<Utc>,
+    /// When its decision was recorded.
+    pub finished_at: DateTime<Utc>,
+    /// `confirmed`, `rejected`, `retry` or `unconfirmed`.
+    pub result: String,
+    /// Why (IOTPay's answer where it gave one); `null` when confirmed.
+    pub reason: Option<String>,
+}
+
 /// A delivery of an event to one endpoint, with its attempts.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeliveryRow {
@@ -134,8 +149,24 @@ pub struct EventDetail {
     pub event: Vec<(String, serde_json::Value)>,
     /// Its notifications, oldest first.
     pub notifications: Vec<NotificationRow>,
+    /// Its confirmation checks, oldest first.
+    pub checks: Vec<CheckRow>,
     /// Its deliveries with their attempts.
     pub deliveries: Vec<DeliveryRow>,
+}
+
+impl EventDetail {
+    /// The JSON document of `events show --json` and `GET /api/v1/events/{event_id}`:
+    /// `{"event": {...}, "notifications": [...], "deliveries": [{..., "attempts_log": [...]}]}`.
+    pub fn document(&self) -> serde_json::Value {
+        let event: serde_json::Map<String, serde_json::Value> = self.event.iter().cloned().collect();
+        serde_json::json!({
+            "event": event,
+            "notifications": self.notifications,
+            "checks": self.checks,
+            "deliveries": self.deliveries,
+        })
+    }
 }
 
 /// The event, its notifications, deliveries and attempts; `None` when unknown.
@@ -160,6 +191,13 @@ pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDet
     .bind(event_id)
     .fetch_all(pool)
     .await?;
+    let checks = sqlx::query_as(
+        "SELECT attempt, started_at, finished_at, result, reason FROM confirmation_checks
+          WHERE event_id = $1 ORDER BY id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
     let mut deliveries: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT id, endpoint, status, attempts, next_attempt_at, delivered_at, dead_at, last_error,
                 redrive_count, created_at
@@ -177,7 +215,7 @@ pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDet
         .fetch_all(pool)
         .await?;
     }
-    Ok(Some(EventDetail { event, notifications, deliveries }))
+    Ok(Some(EventDetail { event, notifications, checks, deliveries }))
 }
 
 /// A delivery put back in the queue.
@@ -189,6 +227,20 @@ pub struct Redriven {
     pub event_id: String,
     /// Target URL.
     pub endpoint: String,
+    /// `dead` (now pending with a fresh schedule) or `pending` (now due at once).
+    pub previous_status: String,
+}
+
+/// Which deliveries [`redrive`] takes: every filter that is set must match.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedriveFilter<'a> {
+    /// Only deliveries to this endpoint URL.
+    pub endpoint: Option<&'a str>,
+    /// Only deliveries of this event.
+    pub event_id: Option<&'a str>,
+    /// Also `pending` deliveries that no worker is attempting right now: they become due at once,
+    /// keeping their place in the retry schedule.
+    pub include_pending: bool,
 }
 
 /// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule, and wakes
@@ -198,19 +250,37 @@ pub async fn redrive(
     endpoint: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<Vec<Redriven>, sqlx::Error> {
+    redrive_with(pool, RedriveFilter { endpoint, event_id, include_pending: false }).await
+}
+
+/// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule (and, with
+/// `include_pending`, makes matching idle pending deliveries due now), then wakes the workers;
+/// one transaction. A delivery a worker holds a live lease on is left alone: its attempt is in
+/// flight and its result will be recorded.
+pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Vec<Redriven>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<Redriven> = sqlx::query_as(
-        "UPDATE deliveries
-            SET status = 'pending', attempts = 0, next_attempt_at = now(), dead_at = NULL,
+    let mut rows: Vec<Redriven> = sqlx::query_as(
+        "WITH target AS (
+            SELECT id, status FROM deliveries
+             WHERE (status = 'dead'
+                    OR ($3 AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())))
+               AND ($1::text IS NULL OR endpoint = $1)
+               AND ($2::text IS NULL OR event_id = $2)
+             FOR UPDATE
+         )
+         UPDATE deliveries d
+            SET status = 'pending',
+                attempts = CASE WHEN target.status = 'dead' THEN 0 ELSE d.attempts END,
+                next_attempt_at = now(), dead_at = NULL,
                 lease_token = NULL, lease_until = NULL, leased_by = NULL,
-                redrive_count = redrive_count + 1, updated_at = now()
-          WHERE status = 'dead'
-            AND ($1::text IS NULL OR endpoint = $1)
-            AND ($2::text IS NULL OR event_id = $2)
-        RETURNING id, event_id, endpoint",
+                redrive_count = d.redrive_count + 1, updated_at = now()
+           FROM target
+          WHERE d.id = target.id
+        RETURNING d.id, d.event_id, d.endpoint, target.status AS previous_status",
     )
-    .bind(endpoint)
-    .bind(event_id)
+    .bind(filter.endpoint)
+    .bind(filter.event_id)
+    .bind(filter.include_pending)
     .fetch_all(&mut *tx)
     .await?;
     if !rows.is_empty() {
@@ -222,7 +292,6 @@ pub async fn redrive(
             .await?;
     }
     tx.commit().await?;
-    let mut rows = rows;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }

@@ -1,0 +1,430 @@
+//! The console's HTML, rendered on the server from store rows. Every value is escaped; pages
+//! work without JavaScript (the script only refreshes the counts).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{chart, Session};
+use crate::forward::worker::endpoint_label;
+use crate::store::admin::{EventRow, Stats, StatusCounts};
+use crate::store::ops::EventDetail;
+
+/// Escapes text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true).replace('T', " ")
+}
+
+fn layout(title: &str, session: Option<&Session>, current: &str, body: &str) -> String {
+    let nav = match session {
+        Some(s) => {
+            let link = |href: &str, label: &str| {
+                let aria = if current == label { " aria-current=\"page\"" } else { "" };
+                format!("<a href=\"{href}\"{aria}>{label}</a>")
+            };
+            format!(
+                "<nav aria-label=\"Main\">{}{}<form method=\"post\" action=\"/logout\" class=\"inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\" class=\"link\">Sign out</button></form></nav>",
+                link("/", "Overview"),
+                link("/events", "Events"),
+                esc(&s.csrf)
+            )
+        }
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · iotpay-notify</title><link rel=\"stylesheet\" href=\"/assets/console.css\"><script src=\"/assets/console.js\" defer></script></head>\
+         <body><a class=\"skip\" href=\"#main\">Skip to content</a><header><span class=\"brand\">iotpay-notify</span>{nav}</header>\
+         <main id=\"main\">{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+/// A page with a heading and one message.
+pub fn message(title: &str, text: &str) -> String {
+    layout(
+        title,
+        None,
+        "",
+        &format!("<h1>{}</h1><p>{}</p><p><a href=\"/events\">Back to events</a></p>", esc(title), esc(text)),
+    )
+}
+
+/// The sign-in form.
+pub fn login(error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    layout(
+        "Sign in",
+        None,
+        "",
+        &format!(
+            "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\" class=\"card narrow\">\
+             <label for=\"token\">Admin token</label>\
+             <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+             <button type=\"submit\">Sign in</button>\
+             <p class=\"hint\">One of <code>ADMIN_TOKENS</code>. The session lasts 8 hours.</p></form>"
+        ),
+    )
+}
+
+fn counts_bar(counts: &StatusCounts, status: &str) -> String {
+    let mut out =
+        String::from("<ul class=\"counts\" data-live-counts aria-live=\"polite\" aria-label=\"Events by status\">");
+    for (name, n) in [
+        ("pending", counts.pending),
+        ("confirmed", counts.confirmed),
+        ("rejected", counts.rejected),
+        ("unconfirmed", counts.unconfirmed),
+    ] {
+        let current = if status == name { " aria-current=\"true\"" } else { "" };
+        let _ = write!(
+            out,
+            "<li><a href=\"/events?status={name}\"{current}><span class=\"badge {name}\">{name}</span> <strong data-count=\"{name}\">{n}</strong></a></li>"
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+fn status_badge(status: &str) -> String {
+    format!("<span class=\"badge {0}\">{0}</span>", esc(status))
+}
+
+fn money(cents: i64, currency: &str) -> String {
+    format!("{}.{:02} {}", cents / 100, (cents % 100).abs(), esc(currency))
+}
+
+/// The events page.
+pub fn events(
+    session: &Session,
+    q: &str,
+    status: &str,
+    counts: &StatusCounts,
+    rows: &[EventRow],
+    next: Option<&str>,
+) -> String {
+    let mut body = String::from("<h1>Events</h1>");
+    body.push_str(&counts_bar(counts, status));
+    let mut options = String::from("<option value=\"\">any</option>");
+    for s in ["pending", "confirmed", "rejected", "unconfirmed"] {
+        let sel = if s == status { " selected" } else { "" };
+        let _ = write!(options, "<option value=\"{s}\"{sel}>{s}</option>");
+    }
+    let _ = write!(
+        body,
+        "<form method=\"get\" action=\"/events\" class=\"search\" role=\"search\">\
+         <label for=\"q\">Search by any id</label>\
+         <input id=\"q\" name=\"q\" value=\"{}\" placeholder=\"evt_…, pay_order_id, mch_order_no\">\
+         <label for=\"status\">Status</label><select id=\"status\" name=\"status\">{options}</select>\
+         <button type=\"submit\">Search</button></form>",
+        esc(q)
+    );
+    if rows.is_empty() {
+        body.push_str("<p class=\"empty\">No events match.</p>");
+    } else {
+        body.push_str(
+            "<table><caption class=\"sr-only\">Events, newest first</caption><thead><tr><th scope=\"col\">Created</th><th scope=\"col\">Event</th>\
+             <th scope=\"col\">Type</th><th scope=\"col\">Status</th><th scope=\"col\" class=\"num\">Amount</th><th scope=\"col\">Merchant order</th>\
+             <th scope=\"col\">IOTPay order</th><th scope=\"col\">Deliveries</th></tr></thead><tbody>",
+        );
+        for r in rows {
+            let deliveries = match (r.deliveries, r.dead) {
+                (0, _) => "–".to_owned(),
+                (n, 0) => format!("{}/{n} delivered", r.delivered),
+                (n, d) => format!("{}/{n} delivered, <span class=\"badge dead\">{d} dead</span>", r.delivered),
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td><a href=\"/events/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+                 <td>{}</td><td>{}</td><td>{deliveries}</td></tr>",
+                time(r.created_at),
+                esc(&r.event_type),
+                status_badge(&r.status),
+                money(r.amount, &r.currency),
+                esc(&r.mch_order_no),
+                esc(&r.pay_order_id),
+                id = esc(&r.event_id),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(next) = next {
+        let _ = write!(
+            body,
+            "<p><a class=\"button\" href=\"/events?q={}&amp;status={}&amp;cursor={}\">Older events →</a></p>",
+            esc(&urlencode(q)),
+            esc(status),
+            esc(next)
+        );
+    }
+    layout("Events", Some(session), "Events", &body)
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn field<'a>(d: &'a EventDetail, name: &str) -> Option<&'a serde_json::Value> {
+    d.event.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn field_text(d: &EventDetail, name: &str) -> String {
+    match field(d, name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.to_utc())
+}
+
+/// The event page: summary, timeline, deliveries with their buttons, every column.
+pub fn event(session: &Session, d: &EventDetail, done: &str) -> String {
+    let id = field_text(d, "event_id");
+    let status = field_text(d, "status");
+    let mut body = String::new();
+    match done {
+        "redriven" => body.push_str("<p class=\"notice\" role=\"status\">Delivery put back in the queue, due now.</p>"),
+        "rechecked" => {
+            body.push_str("<p class=\"notice\" role=\"status\">Event queued for one more check with IOTPay.</p>")
+        }
+        _ => {}
+    }
+    let amount = field(d, "amount").and_then(|v| v.as_i64()).unwrap_or(0);
+    let _ = write!(
+        body,
+        "<h1>{} {}</h1><p class=\"sub\"><code>{}</code> · {} · merchant {} · order {} · IOTPay {}</p>",
+        esc(&field_text(d, "event_type")),
+        status_badge(&status),
+        esc(&id),
+        money(amount, &field_text(d, "currency")),
+        esc(&field_text(d, "mch_id")),
+        esc(&field_text(d, "mch_order_no")),
+        esc(&field_text(d, "pay_order_id")),
+    );
+    let reason = field_text(d, "status_reason");
+    if !reason.is_empty() {
+        let _ = write!(body, "<p class=\"reason\"><strong>Reason:</strong> {}</p>", esc(&reason));
+    }
+    if status == "unconfirmed" {
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/events/{}/recheck\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Re-check with IOTPay</button></form>",
+            esc(&id),
+            esc(&session.csrf)
+        );
+    }
+
+    body.push_str("<h2>Deliveries</h2>");
+    if d.deliveries.is_empty() {
+        body.push_str("<p class=\"empty\">None (only confirmed events are forwarded).</p>");
+    } else {
+        body.push_str(
+            "<table><thead><tr><th scope=\"col\">Endpoint</th><th scope=\"col\">Status</th><th scope=\"col\">Attempts</th>\
+             <th scope=\"col\">Last error</th><th scope=\"col\">Action</th></tr></thead><tbody>",
+        );
+        for dl in &d.deliveries {
+            let action = match dl.status.as_str() {
+                "dead" => button(&id, &dl.endpoint, &session.csrf, "Redrive", false),
+                "pending" => button(&id, &dl.endpoint, &session.csrf, "Retry now", true),
+                _ => String::new(),
+            };
+            let _ = write!(
+                body,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                esc(&endpoint_label(&dl.endpoint)),
+                status_badge(&dl.status),
+                dl.attempts,
+                esc(dl.last_error.as_deref().unwrap_or("–")),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+
+    body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
+    for (_, html) in timeline(d) {
+        let _ = write!(body, "<li>{html}</li>");
+    }
+    body.push_str("</ol>");
+
+    body.push_str("<details><summary>Every column of the event</summary><table class=\"kv\"><tbody>");
+    for (k, v) in &d.event {
+        let v = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "–".into(),
+            other => other.to_string(),
+        };
+        let _ = write!(body, "<tr><th scope=\"row\">{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    body.push_str("</tbody></table></details>");
+    layout(&format!("Event {id}"), Some(session), "Events", &body)
+}
+
+fn button(event_id: &str, endpoint: &str, csrf: &str, label: &str, pending: bool) -> String {
+    format!(
+        "<form method=\"post\" action=\"/events/{}/redrive\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"endpoint\" value=\"{}\">{}<button type=\"submit\">{label}</button></form>",
+        esc(event_id),
+        esc(csrf),
+        esc(endpoint),
+        if pending { "<input type=\"hidden\" name=\"pending\" value=\"1\">" } else { "" }
+    )
+}
+
+/// Timeline entries (time, HTML), oldest first.
+fn timeline(d: &EventDetail) -> Vec<(DateTime<Utc>, String)> {
+    let mut items: Vec<(DateTime<Utc>, String)> = Vec::new();
+    for n in &d.notifications {
+        items.push((
+            n.received_at,
+            format!(
+                "<time>{}</time> <span class=\"kind\">notification</span> received from {} ({})\
+                 <details><summary>fields</summary><pre>{}</pre></details>",
+                time(n.received_at),
+                esc(n.remote_addr.as_deref().unwrap_or("unknown")),
+                esc(&n.api_version),
+                esc(&serde_json::to_string_pretty(&n.fields).unwrap_or_default())
+            ),
+        ));
+    }
+    for c in &d.checks {
+        items.push((
+            c.started_at,
+            format!(
+                "<time>{}</time> <span class=\"kind\">check {}</span> with IOTPay: {} {}",
+                time(c.started_at),
+                c.attempt,
+                status_badge(&c.result),
+                esc(c.reason.as_deref().unwrap_or("IOTPay's answer agrees with the notification"))
+            ),
+        ));
+    }
+    if let Some(at) = parse_time(&field_text(d, "decided_at")) {
+        items.push((
+            at,
+            format!(
+                "<time>{}</time> <span class=\"kind\">decision</span> {}",
+                time(at),
+                status_badge(&field_text(d, "status"))
+            ),
+        ));
+    }
+    for dl in &d.deliveries {
+        for a in &dl.attempts_log {
+            let result = match (a.http_status, &a.error) {
+                (Some(s), _) => format!("HTTP {s}"),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "–".into(),
+            };
+            let snippet: String = a.response_snippet.as_deref().unwrap_or("").chars().take(200).collect();
+            items.push((
+                a.started_at,
+                format!(
+                    "<time>{}</time> <span class=\"kind\">delivery attempt {}</span> to <code>{}</code>: <strong>{}</strong> in {} ms{}",
+                    time(a.started_at),
+                    a.attempt,
+                    esc(&endpoint_label(&dl.endpoint)),
+                    esc(&result),
+                    a.duration_ms,
+                    if snippet.is_empty() { String::new() } else { format!(" <q>{}</q>", esc(&snippet)) }
+                ),
+            ));
+        }
+        if let Some(at) = dl.delivered_at {
+            items.push((
+                at,
+                format!(
+                    "<time>{}</time> <span class=\"kind\">delivered</span> to <code>{}</code>",
+                    time(at),
+                    esc(&endpoint_label(&dl.endpoint))
+                ),
+            ));
+        }
+        if let Some(at) = dl.dead_at {
+            items.push((
+                at,
+                format!(
+                    "<time>{}</time> <span class=\"kind\">dead</span> at <code>{}</code> {}",
+                    time(at),
+                    esc(&endpoint_label(&dl.endpoint)),
+                    status_badge("dead")
+                ),
+            ));
+        }
+    }
+    items.sort_by_key(|(t, _)| *t);
+    items
+}
+
+/// The overview: counts, the last hour, endpoints.
+pub fn overview(session: &Session, s: &Stats) -> String {
+    let mut body = String::from("<h1>Overview</h1>");
+    body.push_str(&counts_bar(&s.events, ""));
+    body.push_str("<h2>Last hour</h2>");
+    body.push_str("<div class=\"charts\">");
+    body.push_str(&chart::throughput(&s.per_minute));
+    body.push_str(&chart::backlog(&s.per_minute));
+    body.push_str("</div>");
+    body.push_str("<h2>Dead and pending deliveries per endpoint</h2>");
+    if s.endpoints.is_empty() {
+        body.push_str("<p class=\"empty\">No pending or dead deliveries.</p>");
+    } else {
+        body.push_str(
+            "<table><thead><tr><th scope=\"col\">Endpoint</th><th scope=\"col\" class=\"num\">Pending</th>\
+             <th scope=\"col\" class=\"num\">Oldest pending</th><th scope=\"col\" class=\"num\">Dead</th><th scope=\"col\">Action</th></tr></thead><tbody>",
+        );
+        for e in &s.endpoints {
+            let action = if e.dead > 0 {
+                format!(
+                    "<form method=\"post\" action=\"/endpoints/redrive\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                     <input type=\"hidden\" name=\"endpoint\" value=\"{}\"><button type=\"submit\">Redrive {} dead</button></form>",
+                    esc(&session.csrf),
+                    esc(&e.endpoint),
+                    e.dead
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                body,
+                "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.0} s</td><td class=\"num\">{}</td><td>{action}</td></tr>",
+                esc(&endpoint_label(&e.endpoint)),
+                e.pending,
+                e.oldest_pending_age_seconds,
+                if e.dead > 0 { format!("<span class=\"badge dead\">{}</span>", e.dead) } else { "0".into() },
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    let _ = write!(body, "<p class=\"hint\">Figures as of {} (database clock).</p>", time(s.generated_at));
+    layout("Overview", Some(session), "Overview", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+}

@@ -1,0 +1,320 @@
+//! The operator console: sessions, CSRF and the pages over HTTP, and a real browser (Debian's
+//! Chromium, headless, driven through chromedriver with fantoccini) fixing a dead delivery.
+
+mod adminkit;
+mod common;
+mod forwarding;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use adminkit::*;
+use forwarding::{Receiver, Reply};
+use iotpay_devtools::testing::TestDatabase;
+use reqwest::redirect::Policy;
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+/// Signs in; returns the session cookie pair (`name=value`) and the Set-Cookie header.
+async fn sign_in(admin: &Admin, client: &reqwest::Client, token: &str) -> (u16, Option<String>) {
+    let resp = client.post(admin.url("/login")).form(&[("token", token)]).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cookie = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+    (status, cookie)
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sessions_are_httponly_strict_expiring_cookies_and_forms_need_the_csrf_token() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let client = no_redirects();
+
+    // Without a session every page sends the browser to the sign-in form.
+    for path in ["/", "/events", &format!("/events/evt_{}", "0".repeat(32)), "/counts"] {
+        let resp = client.get(admin.url(path)).send().await.unwrap();
+        assert_eq!((resp.status().as_u16(), resp.headers()["location"].to_str().unwrap()), (303, "/login"), "{path}");
+    }
+    let login = client.get(admin.url("/login")).send().await.unwrap();
+    assert!(login.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(login.text().await.unwrap().contains("name=\"token\""));
+
+    let (status, cookie) = sign_in(&admin, &client, "not-a-token-but-long-enough-000000000").await;
+    assert_eq!((status, cookie), (401, None));
+    let (status, cookie) = sign_in(&admin, &client, TOKEN).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(attr), "{attr} missing from {cookie}");
+    }
+    assert!(!cookie.contains(TOKEN), "the cookie never carries the token");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    let ids = forwarding::insert_events(&db.pool, "PX", 1).await;
+    sqlx::query("UPDATE payment_events SET status = 'unconfirmed' WHERE event_id = $1")
+        .bind(&ids[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let page = client.get(admin.url(&format!("/events/{}", ids[0]))).header("cookie", &pair).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Re-check with IOTPay"), "{html}");
+    let csrf = csrf_of(&html);
+
+    // A cross-site form post carries no valid CSRF token: refused, nothing changes.
+    let recheck = admin.url(&format!("/events/{}/recheck", ids[0]));
+    for form in [vec![("csrf", "forged")], vec![("csrf", "")]] {
+        let resp = client.post(&recheck).header("cookie", &pair).form(&form).send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+    }
+    let missing = client.post(&recheck).header("cookie", &pair).form(&[("x", "1")]).send().await.unwrap();
+    assert!(missing.status().is_client_error());
+    let other_session = sign_in(&admin, &client, OLD_TOKEN).await.1.unwrap();
+    let other_pair = other_session.split(';').next().unwrap();
+    let resp = client.post(&recheck).header("cookie", other_pair).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "a CSRF token is bound to its session");
+    let without_session = client.post(&recheck).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(without_session.status(), 303);
+    let status: String = sqlx::query_scalar("SELECT status FROM payment_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(status, "unconfirmed", "nothing changed");
+
+    let ok = client.post(&recheck).header("cookie", &pair).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert_eq!(ok.status(), 303);
+    let status: String = sqlx::query_scalar("SELECT status FROM payment_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(status, "pending");
+
+    // A tampered or expired cookie is no session.
+    let (name, value) = pair.split_once('=').unwrap();
+    let (expiry, mac) = value.split_once('.').unwrap();
+    let later = format!("{name}={}.{mac}", expiry.parse::<i64>().unwrap() + 3600);
+    let past = format!("{name}=1.{mac}");
+    for bad in [later, past] {
+        let resp = client.get(admin.url("/events")).header("cookie", bad).send().await.unwrap();
+        assert_eq!(resp.status(), 303);
+    }
+    // Signing out clears the cookie.
+    let out = client.post(admin.url("/logout")).header("cookie", &pair).form(&[("csrf", &csrf)]).send().await.unwrap();
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+
+    // Hostile search input is escaped, never markup.
+    let resp = client
+        .get(admin.url("/events"))
+        .query(&[("q", "<script>alert(1)</script>")])
+        .header("cookie", other_pair)
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains("<script>alert"), "{html}");
+    let resp = client.get(admin.url("/events?status=paid")).header("cookie", other_pair).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client.get(admin.url("/events?cursor=zzz")).header("cookie", other_pair).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+/// chromedriver on a free port; killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn browser_missing_banner(why: &str) {
+    eprintln!(
+        "\n################################################################\n\
+         ##  BROWSER TEST DID NOT RUN: {why}\n\
+         ##  Install Debian's chromium and chromium-driver (.ci/run does)\n\
+         ##  to run console_in_chromium_fixes_a_dead_delivery.\n\
+         ################################################################\n"
+    );
+}
+
+async fn start_driver() -> Option<Driver> {
+    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
+        browser_missing_banner(&format!("{CHROMIUM} or {CHROMEDRIVER} is missing"));
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(driver)
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                     "--window-size=1360,1000", format!("--user-data-dir={}", profile.display())]
+        }),
+    );
+    // fantoccini's connector needs a process-wide rustls provider; ring is the tree's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    fantoccini::ClientBuilder::rustls()
+        .expect("TLS roots")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    let path = format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {path}");
+}
+
+#[tokio::test]
+async fn console_in_chromium_fixes_a_dead_delivery() {
+    let Some(driver) = start_driver().await else { return };
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let rx = Receiver::start().await;
+    let (ledger, erp) = (rx.url("/ledger"), rx.url("/erp"));
+    let endpoints = vec![ledger.clone(), erp.clone()];
+    // Six confirmed payments, and three more events in other states.
+    let ids = notify_payments(&admin, "PC2026112", 6).await;
+    decide_all(&db.pool, &endpoints, None).await;
+    let more = notify_payments(&admin, "PW2026112", 3).await;
+    decide_all(&db.pool, &endpoints, Some("query timed out")).await;
+    for (id, status, reason) in [
+        (&more[0], "rejected", "amount differs: notification 100000, IOTPay 1000"),
+        (&more[1], "unconfirmed", "no conclusive answer from IOTPay within 86400s (9 checks); last: query timed out"),
+    ] {
+        sqlx::query(
+            "UPDATE payment_events SET status = $2, status_reason = $3, decided_at = now() WHERE event_id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // The first payment's ERP delivery fails both attempts of its schedule and dies; the ERP
+    // then heals and every other delivery goes through.
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now() + interval '1 day' WHERE NOT (event_id = $1 AND endpoint = $2)",
+    )
+    .bind(&ids[0])
+    .bind(&erp)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    rx.script("/erp", [Reply::Body(500, "ERP maintenance: try later"), Reply::Body(500, "ERP maintenance: try later")]);
+    let worker = forwarding::start(&db.pool, &endpoints, forwarding::fast_settings(&[0, 5]), "console-test:1");
+    forwarding::wait_until(Duration::from_secs(20), "the ERP delivery dead", || async {
+        forwarding::deliveries_with(&db.pool, "dead").await == 1
+    })
+    .await;
+    sqlx::query("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    forwarding::wait_until(Duration::from_secs(20), "the others delivered", || async {
+        forwarding::deliveries_with(&db.pool, "delivered").await == 11
+    })
+    .await;
+
+    let profile = std::env::temp_dir().join(format!("iotpay-console-chromium-{}", std::process::id()));
+    let c = browser(&driver, &profile).await;
+    let outcome = async {
+        use fantoccini::key::Key;
+        use fantoccini::Locator;
+        // Sign in with the keyboard only.
+        c.goto(&admin.url("/events")).await?;
+        let token = c.wait().for_element(Locator::Css("input[name=token]")).await?;
+        token.send_keys(&format!("{TOKEN}{}", char::from(Key::Enter))).await?;
+        c.wait().for_element(Locator::Css("input#q")).await?;
+        screenshot(&c, "console-events.png").await;
+
+        // The overview shows the dead delivery on its endpoint.
+        c.find(Locator::LinkText("Overview")).await?.click().await?;
+        c.wait().for_element(Locator::Css("figure.chart svg")).await?;
+        let overview = c.find(Locator::Css("main")).await?.text().await?;
+        assert!(overview.contains("Redrive 1 dead"), "{overview}");
+        screenshot(&c, "console-overview.png").await;
+        c.find(Locator::LinkText("Events")).await?.click().await?;
+        c.wait().for_element(Locator::Css("input#q")).await?;
+
+        // Find the payment by IOTPay's order id and open it.
+        let q = c.find(Locator::Css("input#q")).await?;
+        q.send_keys(&format!("PC20261120000{}", char::from(Key::Enter))).await?;
+        let link = c.wait().for_element(Locator::LinkText(&ids[0])).await?;
+        link.click().await?;
+        let h1 = c.wait().for_element(Locator::Css("h1")).await?;
+        assert!(h1.text().await?.contains("payment.succeeded"));
+        let body = c.find(Locator::Css("main")).await?.text().await?;
+        assert!(body.contains("dead"), "the dead delivery is shown: {body}");
+        assert!(body.contains("ERP maintenance"), "the response snippet is shown: {body}");
+        assert!(body.contains("notification received"), "{body}");
+        assert!(body.contains("check 1 with IOTPay"), "{body}");
+        screenshot(&c, "console-event.png").await;
+
+        // Redrive it and see it delivered.
+        let redrive = c.find(Locator::XPath("//button[normalize-space()='Redrive']")).await?;
+        redrive.click().await?;
+        c.wait().for_element(Locator::Css("p.notice")).await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = c.find(Locator::Css("main table")).await?.text().await?;
+            if !rows.contains("dead") && rows.matches("delivered").count() == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not delivered after redrive: {rows}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.refresh().await?;
+        }
+        assert!(
+            c.find(Locator::XPath("//button[normalize-space()='Redrive']")).await.is_err(),
+            "no dead delivery left"
+        );
+
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = c.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    worker.stop().await;
+    outcome.expect("the browser walk");
+    let (status, attempts): (String, i64) = sqlx::query_as(
+        "SELECT d.status, (SELECT count(*) FROM delivery_attempts a WHERE a.delivery_id = d.id)
+           FROM deliveries d WHERE event_id = $1 AND endpoint = $2",
+    )
+    .bind(&ids[0])
+    .bind(&erp)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("delivered", 3), "two failed attempts, then the redriven one");
+}
