@@ -43,13 +43,17 @@ impl FromRef<AppState> for Ingest {
 
 /// Builds the router with every route of CONTRACT.md.
 pub fn router(state: AppState, limits: RouteLimits) -> Router {
-    let notify = post(ingest::notify).layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(refused))
-            .load_shed()
-            .concurrency_limit(limits.max_concurrent_requests)
-            .timeout(limits.request_timeout),
-    );
+    // The gate is the outermost layer: a refused source is answered from its address and
+    // headers alone, before it can hold a request slot or have its body read.
+    let notify = post(ingest::notify)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(refused))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.ingest.clone(), ingest::gate::gate));
     Router::new()
         .route("/iotpay/notify", notify)
         .route("/healthz", get(|| async { "ok" }))
