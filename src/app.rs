@@ -104,6 +104,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     pressure: IngestPressure,
+    connections: crate::serve::ConnectionLimits,
 }
 
 impl App {
@@ -126,7 +127,7 @@ impl App {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self { listener, router: router(state, limits), pressure })
+        Ok(Self { listener, router: router(state, limits), pressure, connections: config.connections.clone() })
     }
 
     /// How busy the notify path is; background workers of this process yield to it.
@@ -141,8 +142,6 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::serve::serve_with_limits(self.listener, self.router, self.connections, shutdown).await
     }
 }
