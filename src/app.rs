@@ -33,6 +33,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Whether every background worker is still running.
+    pub health: crate::health::Health,
 }
 
 impl FromRef<AppState> for Ingest {
@@ -88,7 +90,9 @@ async fn refused(error: BoxError) -> (StatusCode, &'static str) {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if store::ping(&state.pool, Duration::from_secs(2)).await {
+    if !state.health.is_ok() {
+        (StatusCode::SERVICE_UNAVAILABLE, "a background worker stopped")
+    } else if store::ping(&state.pool, Duration::from_secs(2)).await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -105,6 +109,7 @@ pub struct App {
     router: Router,
     pressure: IngestPressure,
     connections: crate::serve::ConnectionLimits,
+    health: crate::health::Health,
 }
 
 impl App {
@@ -121,18 +126,24 @@ impl App {
             Guard::new(config.guard.clone()),
         );
         let pressure = ingest.pressure();
-        let state = AppState { ingest, pool, metrics: telemetry::metrics_handle() };
+        let health = crate::health::Health::default();
+        let state = AppState { ingest, pool, metrics: telemetry::metrics_handle(), health: health.clone() };
         let listener = TcpListener::bind(config.listen_addr).await?;
         let limits = RouteLimits {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self { listener, router: router(state, limits), pressure, connections: config.connections.clone() })
+        Ok(Self { listener, router: router(state, limits), pressure, connections: config.connections.clone(), health })
     }
 
     /// How busy the notify path is; background workers of this process yield to it.
     pub fn pressure(&self) -> IngestPressure {
         self.pressure.clone()
+    }
+
+    /// What `/readyz` reports about the background workers.
+    pub fn health(&self) -> crate::health::Health {
+        self.health.clone()
     }
 
     /// The bound address.

@@ -11,6 +11,11 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// Serializes a URL field with its user-info masked (every `--json` output goes through this).
+pub fn serialize_masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::mask_url;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::health::Health;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,7 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     workers: JoinSet<()>,
+    health: Health,
 }
 
 /// Binds the HTTP app and starts it with every worker the configuration asks for.
@@ -40,6 +42,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         .await
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let addr = app.local_addr();
+    let health = app.health();
     let mut workers = JoinSet::new();
     let pressure = app.pressure();
     crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone(), pressure.clone())?;
@@ -59,7 +62,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     }
     let stop = shutdown.clone();
     let server = tokio::spawn(app.serve(async move { stop.cancelled().await }));
-    Ok(Running { addr, shutdown, server, workers })
+    Ok(Running { addr, shutdown, server, workers, health })
 }
 
 impl Running {
@@ -68,15 +71,48 @@ impl Running {
         self.addr
     }
 
+    /// Adds a background task to supervise like the built-in workers: if it ends (returns or
+    /// panics) before shutdown is requested, the service fails (see [`Running::wait`]).
+    pub fn supervise(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.workers.spawn(task);
+    }
+
     /// Waits until shutdown is requested, in-flight requests are answered and workers stopped.
-    pub async fn wait(self) -> std::io::Result<()> {
-        let served = match self.server.await {
+    ///
+    /// A worker that ends before shutdown was requested (a panic, or a bug returning early) does
+    /// not leave the service limping: `/readyz` turns `503`, the service shuts down, and this
+    /// returns an error, so the process exits non-zero and its supervisor restarts it.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let mut server = self.server;
+        let mut failed: Option<String> = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut server => break served,
+                Some(done) = self.workers.join_next(), if !self.workers.is_empty() => {
+                    if !self.shutdown.is_cancelled() && failed.is_none() {
+                        let why = match done {
+                            Err(e) if e.is_panic() => "panicked".to_owned(),
+                            Err(e) => e.to_string(),
+                            Ok(()) => "returned".to_owned(),
+                        };
+                        self.health.fail();
+                        tracing::error!(why, "a background worker stopped unexpectedly; shutting down");
+                        failed = Some(why);
+                        self.shutdown.cancel();
+                    }
+                }
+            }
+        };
+        let served = match served {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
         };
         // The server also ends if its listener fails; the workers must stop either way.
         self.shutdown.cancel();
         self.workers.join_all().await;
-        served
+        match failed {
+            Some(why) => Err(std::io::Error::other(format!("a background worker stopped unexpectedly ({why})"))),
+            None => served,
+        }
     }
 }

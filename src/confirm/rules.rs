@@ -18,6 +18,9 @@ pub enum Decision {
     Retry(String),
     /// The event can never be confirmed (the reason says why).
     Unconfirmed(String),
+    /// IOTPay answered that it does not know the order: a rejection only once
+    /// [`settle_not_found`] says the answer has held long enough.
+    NotFound(String),
 }
 
 /// Decides one check: the stored `event` against IOTPay's `answer`.
@@ -35,7 +38,7 @@ pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -
     }
     let event_type = EventType::parse(&event.event_type).unwrap_or(EventType::Unrecognized);
     let order = match answer {
-        Err(QueryError::NotFound(msg)) => return Decision::Rejected(format!("order unknown to IOTPay: {msg}")),
+        Err(QueryError::NotFound(msg)) => return Decision::NotFound(format!("order unknown to IOTPay: {msg}")),
         Err(e) => return Decision::Retry(e.to_string()),
         Ok(order) => order,
     };
@@ -116,6 +119,20 @@ fn contradiction(event: &ClaimedEvent, event_type: EventType, order: &QueriedOrd
     None
 }
 
+/// What a "not found" answer means for `event` (whose earlier not-found checks and age are on
+/// it): rejected once IOTPay said so on at least `checks` checks, this one included, and the
+/// event is at least `min_age` old; until then, ask again. One answer is never enough: IOTPay
+/// may not know an order yet right after notifying it.
+pub fn settle_not_found(event: &ClaimedEvent, reason: &str, checks: u32, min_age: Duration) -> Decision {
+    let seen = u32::try_from(event.not_found_checks).unwrap_or(0).saturating_add(1);
+    let age = u64::try_from(event.age_secs).unwrap_or(0);
+    if seen >= checks && age >= min_age.as_secs() {
+        Decision::Rejected(format!("{reason} (on {seen} checks over {age}s)"))
+    } else {
+        Decision::Retry(format!("{reason} (check {seen} of at least {checks}, over at least {}s)", min_age.as_secs()))
+    }
+}
+
 /// Delay before check number `checks_done + 1`: `first * 2^(checks_done - 1)`, capped at `max`,
 /// with "equal jitter" (a uniform point in the upper half, from `jitter` in `[0, 1)`), so the
 /// first retry comes within `first` and replicas do not retry in lockstep.
@@ -144,6 +161,8 @@ mod tests {
             currency: "CAD".into(),
             pay_type: Some(if refund { "refund" } else { "pay" }.into()),
             confirm_attempts: 1,
+            not_found_checks: 0,
+            age_secs: 0,
             leased_by: "t".into(),
         }
     }
@@ -241,7 +260,10 @@ mod tests {
     #[test]
     fn query_errors_retry_except_definite_not_found() {
         let e = event("payment.succeeded");
-        rejected(decide(&e, &Err(QueryError::NotFound("order not exist".into()))), "order unknown to IOTPay");
+        assert!(matches!(
+            decide(&e, &Err(QueryError::NotFound("order not exist".into()))),
+            Decision::NotFound(r) if r == "order unknown to IOTPay: order not exist"
+        ));
         for err in [
             QueryError::Timeout,
             QueryError::Connect("refused".into()),
@@ -274,6 +296,21 @@ mod tests {
         let mut refund = o;
         refund.original_order_id = Some("P0".into());
         rejected(decide(&e, &Ok(refund)), "original_order_id");
+    }
+
+    #[test]
+    fn not_found_rejects_only_after_enough_checks_and_age() {
+        let min_age = Duration::from_secs(600);
+        let mut e = event("payment.succeeded");
+        let at = |e: &ClaimedEvent| settle_not_found(e, "order unknown to IOTPay: x", 3, min_age);
+        assert!(matches!(at(&e), Decision::Retry(r) if r.contains("check 1 of at least 3")));
+        e.age_secs = 10_000;
+        assert!(matches!(at(&e), Decision::Retry(_)), "old, but only one check");
+        e.not_found_checks = 2;
+        e.age_secs = 599;
+        assert!(matches!(at(&e), Decision::Retry(_)), "three checks, but too young");
+        e.age_secs = 600;
+        rejected(at(&e), "order unknown to IOTPay: x (on 3 checks over 600s)");
     }
 
     #[test]

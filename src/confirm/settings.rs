@@ -27,6 +27,12 @@ pub struct ConfirmSettings {
     /// `CONFIRM_POLL_INTERVAL_MS`: longest sleep between two looks at the queue (fallback for
     /// a lost notification).
     pub poll_interval: Duration,
+    /// `CONFIRM_NOT_FOUND_CHECKS`: checks on which IOTPay must say it does not know the order
+    /// before the event is rejected.
+    pub not_found_checks: u32,
+    /// `CONFIRM_NOT_FOUND_MIN_AGE_SECS`: and the event must be at least this old (IOTPay may
+    /// lag behind its own notification).
+    pub not_found_min_age: Duration,
 }
 
 impl Default for ConfirmSettings {
@@ -40,6 +46,8 @@ impl Default for ConfirmSettings {
             connect_timeout: Duration::from_millis(3_000),
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(5_000),
+            not_found_checks: 3,
+            not_found_min_age: Duration::from_secs(600),
         }
     }
 }
@@ -60,6 +68,12 @@ impl ConfirmSettings {
             connect_timeout: ms("IOTPAY_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             lease: Duration::from_secs(number(var, "CONFIRM_LEASE_SECS", d.lease.as_secs())?),
             poll_interval: ms("CONFIRM_POLL_INTERVAL_MS", d.poll_interval)?,
+            not_found_checks: number(var, "CONFIRM_NOT_FOUND_CHECKS", d.not_found_checks)?,
+            not_found_min_age: Duration::from_secs(number(
+                var,
+                "CONFIRM_NOT_FOUND_MIN_AGE_SECS",
+                d.not_found_min_age.as_secs(),
+            )?),
         };
         if settings.lease <= settings.query_timeout {
             return Err(ConfigError::Invalid {

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::rules::{backoff, decide, never_confirmable, Decision};
+use super::rules::{backoff, decide, never_confirmable, settle_not_found, Decision};
 use super::settings::ConfirmSettings;
 use crate::config::Config;
 use crate::domain::{ApiVersion, MchId, PayOrderId};
@@ -200,12 +200,20 @@ impl Confirmer {
             Some(decision) => decision,
             None => decide(&event, &self.query(&event).await),
         };
+        let not_found = matches!(decision, Decision::NotFound(_));
+        let decision = match decision {
+            Decision::NotFound(reason) => {
+                settle_not_found(&event, &reason, self.settings.not_found_checks, self.settings.not_found_min_age)
+            }
+            other => other,
+        };
         drop(slot);
         let verdict = match &decision {
             Decision::Confirmed => Verdict::Confirmed,
             Decision::Rejected(r) => Verdict::Rejected(r.clone()),
             Decision::Unconfirmed(r) => Verdict::Unconfirmed(r.clone()),
-            Decision::Retry(r) => Verdict::Retry {
+            // NotFound was settled above into Rejected or Retry; both arms keep the match total.
+            Decision::Retry(r) | Decision::NotFound(r) => Verdict::Retry {
                 reason: r.clone(),
                 delay: backoff(
                     event.confirm_attempts.max(1) as u32,
@@ -218,6 +226,7 @@ impl Confirmer {
                     self.settings.give_up_after.as_secs(),
                     event.confirm_attempts
                 ),
+                not_found,
             },
         };
         let decided = Decided { event_id: event.event_id.clone(), token: event.leased_by.clone(), verdict };

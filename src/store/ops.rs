@@ -104,7 +104,8 @@ pub struct AttemptRow {
 pub struct DeliveryRow {
     /// Delivery id.
     pub id: i64,
-    /// Target URL.
+    /// Target URL (user-info masked when printed).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
     /// pending / delivered / dead.
     pub status: String,
@@ -187,7 +188,8 @@ pub struct Redriven {
     pub id: i64,
     /// Event id.
     pub event_id: String,
-    /// Target URL.
+    /// Target URL (user-info masked when printed).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
 }
 
