@@ -36,6 +36,8 @@ enum Reply {
     WrongSign(Value),
     /// retCode FAIL "order not exist".
     NotFound,
+    /// retCode FAIL with this message.
+    Fail(&'static str),
     /// A bare HTTP status.
     Status(u16),
     /// Waits, then answers.
@@ -123,6 +125,7 @@ async fn answer(mut reply: Reply, member: &str) -> Response {
             Json(json!({"retCode": "SUCCESS", "retMsg": "", member: signed_with(order, "NOT-THE-KEY")})).into_response()
         }
         Reply::NotFound => Json(json!({"retCode": "FAIL", "retMsg": "order not exist"})).into_response(),
+        Reply::Fail(msg) => Json(json!({"retCode": "FAIL", "retMsg": msg})).into_response(),
         Reply::Status(code) => (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response(),
         Reply::Raw(body) => (StatusCode::OK, body).into_response(),
         Reply::Redirect => (StatusCode::FOUND, [("location", "/v3/cc_query")], "").into_response(),
@@ -412,15 +415,61 @@ async fn amount_currency_order_no_and_pay_type_mismatches_are_rejected() {
     }
 }
 
+/// Several "not found" checks spanning a minimum age (issue 11): knobs shortened for the test.
+const NOT_FOUND_FAST: [(&str, &str); 2] = [("CONFIRM_NOT_FOUND_CHECKS", "3"), ("CONFIRM_NOT_FOUND_MIN_AGE_SECS", "1")];
+
 #[tokio::test]
-async fn order_unknown_to_iotpay_is_rejected() {
+async fn order_unknown_to_iotpay_is_rejected_after_several_checks_over_a_minimum_age() {
     let h = Harness::new().await;
     h.fake.script("PNF", [Reply::NotFound]);
-    h.worker(&forward_env());
+    let mut env = forward_env().to_vec();
+    env.extend(NOT_FOUND_FAST);
+    h.worker(&env);
+    let started = Instant::now();
     h.notify(v3_pay("PNF", 100)).await;
     let e = h.decided("PNF").await;
-    assert_eq!(status(&e), ("rejected".into(), Some("order unknown to IOTPay: order not exist".into())));
+    let (status_text, reason) = status(&e);
+    assert_eq!(status_text, "rejected");
+    let reason = reason.unwrap();
+    assert!(reason.starts_with("order unknown to IOTPay: order not exist (on "), "{reason}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "not before the minimum age");
+    let checks: i32 = e.get("not_found_checks");
+    assert!(checks >= 3, "{checks}");
+    assert!(h.fake.requests_for("PNF") >= 3);
     assert_eq!(deliveries_of(&h.db.pool, "PNF").await, 0);
+}
+
+/// Issue 11: IOTPay may not know an order yet right after notifying it. With the default knobs,
+/// a few "not found" answers followed by the order confirm it.
+#[tokio::test]
+async fn an_order_iotpay_does_not_know_yet_is_confirmed_once_it_does() {
+    let h = Harness::new().await;
+    h.fake.script("PLAG", [Reply::NotFound, Reply::NotFound, Reply::NotFound, v3_ok("PLAG", 100)]);
+    h.worker(&forward_env());
+    h.notify(v3_pay("PLAG", 100)).await;
+    let e = h.decided("PLAG").await;
+    assert_eq!(status(&e), ("confirmed".into(), None));
+    assert_eq!(h.fake.requests_for("PLAG"), 4);
+}
+
+/// Issue 11: "mchId not exist" is a merchant setup problem, not an answer about the order: it is
+/// retried and, if it never clears, ends `unconfirmed`, never `rejected`.
+#[tokio::test]
+async fn a_merchant_level_error_is_retried_and_never_rejects() {
+    let h = Harness::new().await;
+    h.fake.script("PMCH", [Reply::Fail("mchId not exist")]);
+    let mut env = forward_env().to_vec();
+    env.extend(NOT_FOUND_FAST);
+    env.push(("CONFIRM_GIVE_UP_AFTER_SECS", "2"));
+    h.worker(&env);
+    h.notify(v3_pay("PMCH", 100)).await;
+    let e = wait_decided(&h.db.pool, "PMCH", Duration::from_secs(15)).await;
+    let (status_text, reason) = status(&e);
+    assert_eq!(status_text, "unconfirmed");
+    assert!(reason.unwrap().contains("IOTPay answered FAIL: mchId not exist"));
+    assert!(h.fake.requests_for("PMCH") >= 3);
+    let checks: i32 = e.get("not_found_checks");
+    assert_eq!(checks, 0);
 }
 
 #[tokio::test]
@@ -837,6 +886,7 @@ async fn a_batch_of_decisions_applies_each_under_its_own_lease() {
         reason: "IOTPay says: busy\u{0}now".into(),
         delay: Duration::from_secs(60),
         give_up_reason: "gave up".into(),
+        not_found: false,
     };
     let batch = vec![
         decided("B1", "tok", Verdict::Confirmed),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The database's reachability, refreshed in the background (`/readyz` reads it).
     pub readiness: Readiness,
+    /// Whether every background worker is still running.
+    pub health: crate::health::Health,
 }
 
 impl FromRef<AppState> for Ingest {
@@ -47,13 +49,17 @@ impl FromRef<AppState> for Ingest {
 
 /// Builds the router with every route of CONTRACT.md.
 pub fn router(state: AppState, limits: RouteLimits) -> Router {
-    let notify = post(ingest::notify).layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(refused))
-            .load_shed()
-            .concurrency_limit(limits.max_concurrent_requests)
-            .timeout(limits.request_timeout),
-    );
+    // The gate is the outermost layer: a refused source is answered from its address and
+    // headers alone, before it can hold a request slot or have its body read.
+    let notify = post(ingest::notify)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(refused))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent_requests)
+                .timeout(limits.request_timeout),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.ingest.clone(), ingest::gate::gate));
     Router::new()
         .route("/iotpay/notify", notify)
         .route("/healthz", get(|| async { "ok" }))
@@ -88,12 +94,15 @@ async fn refused(error: BoxError) -> (StatusCode, &'static str) {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    readyz_answer(&state.readiness).await
+    readyz_answer(&state.readiness, &state.health).await
 }
 
-/// `/readyz` of both listeners: from the background probe, never a query per request.
-pub async fn readyz_answer(readiness: &Readiness) -> (StatusCode, &'static str) {
-    if readiness.is_ready().await {
+/// `/readyz` of both listeners: from the background probe, never a query per request, and
+/// failing for good once a background worker stopped.
+pub async fn readyz_answer(readiness: &Readiness, health: &crate::health::Health) -> (StatusCode, &'static str) {
+    if !health.is_ok() {
+        (StatusCode::SERVICE_UNAVAILABLE, "a background worker stopped")
+    } else if readiness.is_ready().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
@@ -116,6 +125,8 @@ pub struct App {
     pressure: IngestPressure,
     readiness: Readiness,
     probe: Probe,
+    connections: crate::serve::ConnectionLimits,
+    health: crate::health::Health,
 }
 
 impl App {
@@ -133,13 +144,28 @@ impl App {
         );
         let pressure = ingest.pressure();
         let (readiness, probe) = readiness::new(pool.clone());
-        let state = AppState { ingest, pool, metrics: telemetry::metrics_handle(), readiness: readiness.clone() };
+        let health = crate::health::Health::default();
+        let state = AppState {
+            ingest,
+            pool,
+            metrics: telemetry::metrics_handle(),
+            readiness: readiness.clone(),
+            health: health.clone(),
+        };
         let listener = TcpListener::bind(config.listen_addr).await?;
         let limits = RouteLimits {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self { listener, router: router(state, limits), pressure, readiness, probe })
+        Ok(Self {
+            listener,
+            router: router(state, limits),
+            pressure,
+            readiness,
+            probe,
+            connections: config.connections.clone(),
+            health,
+        })
     }
 
     /// How busy the notify path is; background workers of this process yield to it.
@@ -152,6 +178,11 @@ impl App {
         self.readiness.clone()
     }
 
+    /// What `/readyz` reports about the background workers.
+    pub fn health(&self) -> crate::health::Health {
+        self.health.clone()
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
@@ -162,9 +193,7 @@ impl App {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let stop_probe = CancellationToken::new();
         let probe = tokio::spawn(self.probe.run(stop_probe.clone()));
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = crate::serve::serve_with_limits(self.listener, self.router, self.connections, shutdown).await;
         stop_probe.cancel();
         let _ = probe.await;
         served

@@ -61,7 +61,8 @@ where
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: it panics when stderr is a closed pipe, and the exit code matters more.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e:#}\n").as_bytes());
             if e.downcast_ref::<crate::config::ConfigError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -65,8 +65,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the service reads from its environment.
-#[derive(Debug, Clone)]
+/// Everything the service reads from its environment. Its `Debug` masks the user-info
+/// (password) of every URL it holds.
+#[derive(Clone)]
 pub struct Config {
     /// Postgres URL (may hold a password: never logged).
     pub database_url: String,
@@ -100,12 +101,40 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Most notify requests in progress at once; more are shed with 503 (IOTPay re-sends).
     pub max_concurrent_requests: usize,
+    /// Header-read timeout and connection caps of the HTTP listener (`HTTP_*`).
+    pub connections: crate::serve::ConnectionLimits,
     /// Group commit of notifications.
     pub ingest_batch: crate::ingest::batch::BatchSettings,
     /// Log format.
     pub log_format: LogFormat,
     /// Knobs of the confirmation worker.
     pub confirm: crate::confirm::ConfirmSettings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let forward_urls: Vec<String> = self.forward_urls.iter().map(|u| crate::redact::mask_url(u)).collect();
+        f.debug_struct("Config")
+            .field("database_url", &crate::redact::mask_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("listen_addr", &self.listen_addr)
+            .field("merchants", &self.merchants.ids().collect::<Vec<_>>())
+            .field("v3_api_url", &crate::redact::mask_url(&self.v3_api_url))
+            .field("v2_api_url", &crate::redact::mask_url(&self.v2_api_url))
+            .field("forward_urls", &forward_urls)
+            .field("forward_secret", &self.forward_secret)
+            .field("forward", &self.forward)
+            .field("iotpay_time_zone", &self.iotpay_time_zone)
+            .field("store_timeout", &self.store_timeout)
+            .field("guard", &self.guard)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("connections", &self.connections)
+            .field("ingest_batch", &self.ingest_batch)
+            .field("log_format", &self.log_format)
+            .field("confirm", &self.confirm)
+            .finish()
+    }
 }
 
 /// Defaults named in CONTRACT.md.
@@ -174,6 +203,30 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(_) => return Err(invalid("LOG_FORMAT", "expected text or json")),
         };
+        let guard = crate::ingest::guard::GuardSettings {
+            allowed: networks(&var, "NOTIFY_ALLOWED_CIDRS")?,
+            trusted_proxies: networks(&var, "NOTIFY_TRUSTED_PROXIES")?,
+            failures_per_minute: match var("NOTIFY_FAILURES_PER_MINUTE") {
+                None => 60,
+                Some(v) => v.parse().map_err(|_| invalid("NOTIFY_FAILURES_PER_MINUTE", "expected a whole number"))?,
+            },
+        };
+        let d = crate::serve::ConnectionLimits::default();
+        let connections = crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(number(
+                &var,
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                d.header_read_timeout.as_millis() as u64,
+            )?),
+            max_connections: number(&var, "HTTP_MAX_CONNECTIONS", d.max_connections)?,
+            max_connections_per_address: number(
+                &var,
+                "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                d.max_connections_per_address,
+            )?,
+            // A trusted proxy carries many clients on its connections.
+            exempt: guard.trusted_proxies.clone(),
+        };
         Ok(Config {
             database_url,
             database_max_connections: number(&var, "DATABASE_MAX_CONNECTIONS", 10)?,
@@ -188,18 +241,10 @@ impl Config {
             forward: crate::forward::ForwardSettings::from_lookup(&var)?,
             iotpay_time_zone,
             store_timeout: Duration::from_millis(number(&var, "STORE_TIMEOUT_MS", 4000)?),
-            guard: crate::ingest::guard::GuardSettings {
-                allowed: networks(&var, "NOTIFY_ALLOWED_CIDRS")?,
-                trusted_proxies: networks(&var, "NOTIFY_TRUSTED_PROXIES")?,
-                failures_per_minute: match var("NOTIFY_FAILURES_PER_MINUTE") {
-                    None => 60,
-                    Some(v) => {
-                        v.parse().map_err(|_| invalid("NOTIFY_FAILURES_PER_MINUTE", "expected a whole number"))?
-                    }
-                },
-            },
+            guard,
             request_timeout: Duration::from_millis(number(&var, "NOTIFY_REQUEST_TIMEOUT_MS", 10_000)?),
             max_concurrent_requests: number(&var, "NOTIFY_MAX_CONCURRENT_REQUESTS", 1024)?,
+            connections,
             ingest_batch: crate::ingest::batch::BatchSettings {
                 max_batch: number(&var, "INGEST_BATCH_MAX", 64)?,
                 max_wait: Duration::from_micros(number(&var, "INGEST_BATCH_WAIT_US", 200)?),

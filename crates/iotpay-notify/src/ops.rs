@@ -55,6 +55,12 @@ pub enum EventsCommand {
 pub enum DeliveriesCommand {
     /// Put dead deliveries back in the queue with a fresh retry schedule.
     Redrive(RedriveArgs),
+    /// List endpoints that still have pending or dead deliveries but are not in FORWARD_URLS.
+    Orphans(crate::ops_orphans::OrphansArgs),
+    /// Mark every pending or dead delivery to an endpoint not in FORWARD_URLS as dropped.
+    Drop(crate::ops_orphans::DropArgs),
+    /// Re-address pending or dead deliveries from an old endpoint to one in FORWARD_URLS.
+    Move(crate::ops_orphans::MoveArgs),
 }
 
 /// Which dead deliveries to redrive (at least one filter, or `--all`).
@@ -82,7 +88,7 @@ pub struct RedriveArgs {
 /// Statuses an event can have.
 const STATUSES: &[&str] = &["pending", "confirmed", "rejected", "unconfirmed"];
 
-async fn pool() -> anyhow::Result<PgPool> {
+pub(crate) async fn pool() -> anyhow::Result<PgPool> {
     let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
     let url = url.ok_or(ConfigError::Missing("DATABASE_URL"))?;
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -145,6 +151,9 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
 /// Runs a `deliveries` subcommand, printing to stdout.
 pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
+        DeliveriesCommand::Orphans(args) => crate::ops_orphans::orphans(&pool().await?, args).await?,
+        DeliveriesCommand::Drop(args) => crate::ops_orphans::drop(&pool().await?, args).await?,
+        DeliveriesCommand::Move(args) => crate::ops_orphans::move_to(&pool().await?, args).await?,
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
             let filter = ops::RedriveFilter {
@@ -189,15 +198,18 @@ pub fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>>
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits.parse().ok().filter(|_| !digits.is_empty()).with_context(|| bad_since(s))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => anyhow::bail!(bad_since(s)),
     };
-    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).with_context(|| bad_since(s))?;
-    Ok(now - ago)
+    // Checked all the way: a huge duration is an error, never a wrapped, silently wrong time.
+    let too_far = || format!("--since `{s}` reaches before the earliest time this program can represent");
+    let secs = n.checked_mul(unit_secs).with_context(too_far)?;
+    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).ok().with_context(too_far)?;
+    now.checked_sub_signed(ago).with_context(too_far)
 }
 
 fn bad_since(s: &str) -> String {
@@ -213,7 +225,7 @@ fn opt_time(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.into_iter().collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {

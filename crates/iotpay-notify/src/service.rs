@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::AdminApp;
 use crate::app::App;
 use crate::config::Config;
+use crate::health::Health;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,7 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     workers: JoinSet<()>,
+    health: Health,
 }
 
 /// Binds the HTTP app and starts it with every worker the configuration asks for.
@@ -43,7 +45,8 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         .await
         .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
     let addr = app.local_addr();
-    let admin = match AdminApp::bind(config, pool.clone(), app.readiness()).await {
+    let health = app.health();
+    let admin = match AdminApp::bind(config, pool.clone(), app.readiness(), health.clone()).await {
         Some(bound) => Some(bound.map_err(|source| StartError::Bind { addr: config.admin_listen_addr, source })?),
         None => {
             tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
@@ -74,7 +77,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         let stop = shutdown.clone();
         tokio::spawn(a.serve(async move { stop.cancelled().await }))
     });
-    Ok(Running { addr, admin_addr, admin, shutdown, server, workers })
+    Ok(Running { addr, admin_addr, admin, shutdown, server, workers, health })
 }
 
 impl Running {
@@ -88,9 +91,39 @@ impl Running {
         self.admin_addr
     }
 
+    /// Adds a background task to supervise like the built-in workers: if it ends (returns or
+    /// panics) before shutdown is requested, the service fails (see [`Running::wait`]).
+    pub fn supervise(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.workers.spawn(task);
+    }
+
     /// Waits until shutdown is requested, in-flight requests are answered and workers stopped.
-    pub async fn wait(self) -> std::io::Result<()> {
-        let served = match self.server.await {
+    ///
+    /// A worker that ends before shutdown was requested (a panic, or a bug returning early) does
+    /// not leave the service limping: `/readyz` turns `503`, the service shuts down, and this
+    /// returns an error, so the process exits non-zero and its supervisor restarts it.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let mut server = self.server;
+        let mut failed: Option<String> = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut server => break served,
+                Some(done) = self.workers.join_next(), if !self.workers.is_empty() => {
+                    if !self.shutdown.is_cancelled() && failed.is_none() {
+                        let why = match done {
+                            Err(e) if e.is_panic() => "panicked".to_owned(),
+                            Err(e) => e.to_string(),
+                            Ok(()) => "returned".to_owned(),
+                        };
+                        self.health.fail();
+                        tracing::error!(why, "a background worker stopped unexpectedly; shutting down");
+                        failed = Some(why);
+                        self.shutdown.cancel();
+                    }
+                }
+            }
+        };
+        let served = match served {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
         };
@@ -100,7 +133,10 @@ impl Running {
             let _ = admin.await;
         }
         self.workers.join_all().await;
-        served
+        match failed {
+            Some(why) => Err(std::io::Error::other(format!("a background worker stopped unexpectedly ({why})"))),
+            None => served,
+        }
     }
 }
 

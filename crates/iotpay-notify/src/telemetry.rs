@@ -12,9 +12,15 @@ const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 /// Installs the log subscriber: `RUST_LOG` filter (default `info`), text or JSON lines on stderr.
 /// A second call in the same process is a no-op.
+///
+/// A log line that cannot be written (stderr piped to a reader that went away: EPIPE) is
+/// dropped and counted in `iotpay_log_write_failures_total`, never reported on stderr again
+/// (tracing-subscriber's default `eprintln!` of the error panics on a closed stderr, killing
+/// whichever task logged).
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder =
+        fmt().with_env_filter(filter).with_writer(|| DroppingWriter(std::io::stderr())).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -36,4 +42,25 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// A writer whose failures are dropped and counted: logging can never stop the service.
+pub struct DroppingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for DroppingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                metrics::counter!("iotpay_log_write_failures_total").increment(1);
+                // Claim the whole buffer: the line is dropped, the caller goes on.
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
 }

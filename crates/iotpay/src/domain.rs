@@ -44,6 +44,11 @@ fn check_id(what: &str, s: &str) -> Result<(), InvalidValue> {
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(InvalidValue(format!("{what} contains whitespace or control characters")));
     }
+    // `&` and `=` are the sign string's separators: an id holding them could be a re-cut of
+    // other signed fields (`paySuccTime=…&payType=refund`).
+    if s.contains(['&', '=']) {
+        return Err(InvalidValue(format!("{what} contains `&` or `=`")));
+    }
     Ok(())
 }
 

@@ -8,8 +8,11 @@ use crate::domain::{
     MchId, MchOrderNo, PayOrderId,
 };
 
-/// Fields only a v2 notification carries (v3 always carries `payType`).
-const V2_MARKERS: [&str; 3] = ["transId", "cardType", "expirationDate"];
+/// The fields that mark each API version. Only a **non-empty** marker counts: empty fields are
+/// unsigned in effect (an empty value adds `name=` or nothing to the sign string, depending on
+/// the sender), so an attacker could add or drop them without changing the sign.
+const VERSION_MARKERS: &[(ApiVersion, &[&str])] =
+    &[(ApiVersion::V3, &["payType"]), (ApiVersion::V2, &["transId", "cardType", "expirationDate"])];
 
 /// Why a notification's fields are unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,20 +28,26 @@ pub enum NotificationError {
         /// What is wrong.
         reason: String,
     },
-    /// Neither `payType` (v3) nor a v2 field is present.
+    /// Neither `payType` (v3) nor a v2 field is present and non-empty.
     #[error("cannot tell the API version: no payType and no transId/cardType/expirationDate")]
     UnknownVersion,
+    /// Markers of more than one API version are present: which one was signed is ambiguous.
+    #[error("conflicting API version fields: {0} and {1}")]
+    ConflictingVersion(&'static str, &'static str),
 }
 
-/// Which API a message is from, told by its fields: `payType` means v3; a v2-only field without it means v2.
-pub fn detect_version(params: &Params) -> Option<ApiVersion> {
-    if params.has("payType") {
-        Some(ApiVersion::V3)
-    } else if V2_MARKERS.iter().any(|f| params.has(f)) {
-        Some(ApiVersion::V2)
-    } else {
-        None
+/// Which API a message is from, told by its non-empty marker fields ([`VERSION_MARKERS`]):
+/// exactly one version's markers must be present.
+pub fn detect_version(params: &Params) -> Result<ApiVersion, NotificationError> {
+    let mut found: Option<(ApiVersion, &'static str)> = None;
+    for (version, fields) in VERSION_MARKERS {
+        let Some(field) = fields.iter().find(|f| params.text(f).is_some()) else { continue };
+        match found {
+            Some((v, first)) if v != *version => return Err(NotificationError::ConflictingVersion(first, field)),
+            _ => found = Some((*version, field)),
+        }
     }
+    found.map(|(v, _)| v).ok_or(NotificationError::UnknownVersion)
 }
 
 /// The normalized content of one notification.
@@ -92,7 +101,7 @@ impl Notification {
 
     /// Normalizes verified parameters. Card numbers are already masked by [`mask_card_numbers`].
     pub fn from_params(params: &Params) -> Result<Self, NotificationError> {
-        let api_version = detect_version(params).ok_or(NotificationError::UnknownVersion)?;
+        let api_version = detect_version(params)?;
         let mch_id = id(params, "mchId", MchId::parse)?;
         let pay_order_id = id(params, "payOrderId", PayOrderId::parse)?;
         let mch_order_no = id(params, "mchOrderNo", MchOrderNo::parse)?;
@@ -106,7 +115,7 @@ impl Notification {
         let success = is_success_status(iotpay_status);
 
         let pay_type = match api_version {
-            ApiVersion::V3 => Some(params.text("payType").unwrap_or_default().to_owned()),
+            ApiVersion::V3 => Some(structured(params, "payType")?.unwrap_or_default()),
             ApiVersion::V2 => None,
         };
         let event_type = match (api_version, pay_type.as_deref(), success) {
@@ -144,14 +153,14 @@ impl Notification {
             pay_type,
             event_type,
             refundable: cents(params, "refundable")?,
-            pay_succ_time: optional(params, "paySuccTime")?,
+            pay_succ_time: structured(params, "paySuccTime")?,
             card_num: optional(params, "cardNum")?.map(|c| mask_pan(&c).into_owned()),
             card_type: optional(params, "cardType")?,
             expiry_date: optional(params, expiry_field)?,
             channel: optional(params, "channel")?,
             invoice_num: optional(params, "invoiceNum")?,
             auth_num: optional(params, "authNum")?,
-            trans_num: optional(params, trans_field)?,
+            trans_num: structured(params, trans_field)?,
         })
     }
 }
@@ -207,6 +216,16 @@ fn optional(params: &Params, field: &'static str) -> Result<Option<String>, Noti
         Some(s) => Ok(Some(s.to_owned())),
         None => Ok(None),
     }
+}
+
+/// A value parsed as an id, status or time: as [`optional`], and never holding `&` or `=`, the
+/// sign string's separators, so it cannot be a re-cut of other signed fields.
+fn structured(params: &Params, field: &'static str) -> Result<Option<String>, NotificationError> {
+    let value = optional(params, field)?;
+    if value.as_deref().is_some_and(|v| v.contains(['&', '='])) {
+        return Err(malformed(field, InvalidValue("contains `&` or `=`".into())));
+    }
+    Ok(value)
 }
 
 /// An amount: a JSON integer, or digits in a form body. A JSON string amount is refused,
@@ -272,9 +291,10 @@ mod tests {
             (r#""payType":"refund","status":2,"originalOrderId":"PC0""#, EventType::RefundSucceeded),
             (r#""payType":"refund","status":9,"originalOrderId":"PC0""#, EventType::RefundFailed),
             (r#""payType":"void","status":2"#, EventType::Unrecognized),
-            (r#""payType":"","status":2"#, EventType::Unrecognized),
             (r#""transId":"T","status":3"#, EventType::PaymentSucceeded),
             (r#""cardType":"V","status":1"#, EventType::PaymentFailed),
+            (r#""payType":"pay","transId":"","status":2"#, EventType::PaymentSucceeded),
+            (r#""payType":"","transId":"T","status":2"#, EventType::PaymentSucceeded),
         ];
         for (fields, expected) in cases {
             let body =
@@ -302,12 +322,42 @@ mod tests {
 
     #[test]
     fn version_detection() {
-        assert_eq!(detect_version(&json(r#"{"payType":"pay"}"#)), Some(ApiVersion::V3));
-        assert_eq!(detect_version(&json(r#"{"payType":"pay","transId":"1"}"#)), Some(ApiVersion::V3));
-        assert_eq!(detect_version(&json(r#"{"transId":"1"}"#)), Some(ApiVersion::V2));
-        assert_eq!(detect_version(&json(r#"{"cardType":""}"#)), Some(ApiVersion::V2));
-        assert_eq!(detect_version(&json(r#"{"expirationDate":"0725"}"#)), Some(ApiVersion::V2));
-        assert_eq!(detect_version(&json(r#"{"mchId":"1"}"#)), None);
+        use NotificationError::{ConflictingVersion, UnknownVersion};
+        assert_eq!(detect_version(&json(r#"{"payType":"pay"}"#)), Ok(ApiVersion::V3));
+        assert_eq!(detect_version(&json(r#"{"payType":"pay","transId":""}"#)), Ok(ApiVersion::V3));
+        assert_eq!(detect_version(&json(r#"{"transId":"1"}"#)), Ok(ApiVersion::V2));
+        assert_eq!(detect_version(&json(r#"{"transId":"1","payType":""}"#)), Ok(ApiVersion::V2));
+        assert_eq!(detect_version(&json(r#"{"expirationDate":"0725"}"#)), Ok(ApiVersion::V2));
+        assert_eq!(detect_version(&json(r#"{"cardType":""}"#)), Err(UnknownVersion), "empty markers do not count");
+        assert_eq!(detect_version(&json(r#"{"payType":""}"#)), Err(UnknownVersion));
+        assert_eq!(detect_version(&json(r#"{"mchId":"1"}"#)), Err(UnknownVersion));
+        assert_eq!(
+            detect_version(&json(r#"{"payType":"pay","transId":"1"}"#)),
+            Err(ConflictingVersion("payType", "transId"))
+        );
+    }
+
+    #[test]
+    fn separators_are_refused_in_parsed_values() {
+        let base = |extra: &str| {
+            format!(
+                r#"{{"mchId":"1","payOrderId":"P","mchOrderNo":"o","amount":1,"currency":"CAD","status":2,{extra}}}"#
+            )
+        };
+        for (extra, field) in [
+            (r#""payType":"pay","paySuccTime":"2021-04-07 19:44:51&payType=refund""#, "paySuccTime"),
+            (r#""payType":"pay&x=1""#, "payType"),
+            (r#""payType":"pay","transNum":"T&a""#, "transNum"),
+            (r#""transId":"T=1""#, "transId"),
+        ] {
+            let r = Notification::from_params(&json(&base(extra)));
+            assert!(matches!(r, Err(NotificationError::Malformed { field: f, .. }) if f == field), "{extra}: {r:?}");
+        }
+        let id = r#"{"mchId":"1","payOrderId":"P&payType=refund","mchOrderNo":"o","amount":1,"currency":"CAD","status":2,"payType":"pay"}"#;
+        assert!(matches!(
+            Notification::from_params(&json(id)),
+            Err(NotificationError::Malformed { field: "payOrderId", .. })
+        ));
     }
 
     #[test]

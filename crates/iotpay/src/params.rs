@@ -65,7 +65,8 @@ pub enum ParamsError {
     /// A form field is not valid percent-encoded UTF-8.
     #[error("form body is not valid UTF-8")]
     Encoding,
-    /// A field name is empty or too long.
+    /// A field name is empty, too long, or has a character outside `[A-Za-z0-9_]` (IOTPay's
+    /// names never do, and a name holding `=` or `&` could re-cut the signed string).
     #[error("invalid field name")]
     Name,
     /// Too many fields.
@@ -95,6 +96,8 @@ impl Params {
         de.end().map_err(|e| ParamsError::Json(e.to_string()))?;
         let mut params = Params::default();
         for (name, raw) in members {
+            // The name is checked before anything quotes it (errors name the field).
+            check_name(&name)?;
             let value = classify(&name, raw.get())?;
             params.push(name, value)?;
         }
@@ -129,9 +132,7 @@ impl Params {
     }
 
     fn push(&mut self, name: String, value: ParamValue) -> Result<(), ParamsError> {
-        if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-            return Err(ParamsError::Name);
-        }
+        check_name(&name)?;
         if self.fields.len() >= MAX_PARAMS {
             return Err(ParamsError::TooMany);
         }
@@ -187,6 +188,19 @@ impl Params {
     /// A JSON object of the fields, numbers kept as numbers.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(self.fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+    }
+}
+
+/// One signed string must mean one set of fields: the sign joins `name=value` with `&`, so a
+/// name may hold neither; restricting names to `[A-Za-z0-9_]` (all IOTPay uses) also keeps
+/// newlines and other log-forging text out of every message that quotes a name.
+fn check_name(name: &str) -> Result<(), ParamsError> {
+    let valid =
+        !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ParamsError::Name)
     }
 }
 
@@ -274,6 +288,10 @@ mod tests {
         assert_eq!(Params::from_form(b"a=1&a=2"), Err(ParamsError::Duplicate("a".into())));
         assert_eq!(Params::from_form(b"a=%ff"), Err(ParamsError::Encoding));
         assert_eq!(Params::from_form(b"=1"), Err(ParamsError::Name));
+        for bad in [&b"a%3Db=1"[..], b"a%26b=1", b"a%0Ab=1", b"a-b=1", b"a.b=1", b"a%20b=1", b"%C3%A9=1"] {
+            assert_eq!(Params::from_form(bad), Err(ParamsError::Name), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(Params::from_json(br#"{"a\nINFO b":{"x":1}}"#), Err(ParamsError::Name), "name checked first");
         assert_eq!(Params::from_form(b"a=x%00"), Err(ParamsError::Nul("a".into())));
     }
 

@@ -223,6 +223,17 @@ struct Envelope {
     order: Option<Box<RawValue>>,
 }
 
+/// True when a FAIL `retMsg` says the **order** is unknown ("order not exist", "Order Not
+/// Found"). A message about anything else that does not exist (`mchId not exist`: a merchant
+/// setup problem) says nothing about the payment and must not reject it.
+pub fn is_order_not_found(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    let absent = lower.contains("not exist") || lower.contains("not found") || lower.contains("no such");
+    let about_order = lower.contains("order");
+    let about_merchant = ["mch", "merchant", "key", "sign", "channel", "account"].iter().any(|w| lower.contains(w));
+    absent && about_order && !about_merchant
+}
+
 /// Reads a `cc_query` answer: the envelope, then the order object (`retData` for v3, `order`
 /// for v2), whose `sign`, when present, must verify under one of `keys`.
 pub fn parse_response(
@@ -236,8 +247,7 @@ pub fn parse_response(
     match envelope.ret_code.as_deref() {
         Some("SUCCESS") => {}
         Some("FAIL") => {
-            let lower = message.to_ascii_lowercase();
-            return Err(if lower.contains("not exist") || lower.contains("not found") {
+            return Err(if is_order_not_found(&message) {
                 QueryError::NotFound(message)
             } else {
                 QueryError::Fail(message)
@@ -382,6 +392,12 @@ mod tests {
             Err(QueryError::Fail("sign error".into()))
         );
         assert!(matches!(parse(ApiVersion::V3, json!({"retCode": "FAIL"})), Err(QueryError::Fail(_))));
+        for msg in ["mchId not exist", "merchant not found", "Merchant order key not exist", "channel not exist"] {
+            assert!(
+                matches!(parse(ApiVersion::V3, json!({"retCode": "FAIL", "retMsg": msg})), Err(QueryError::Fail(_))),
+                "{msg} is not about the order"
+            );
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The database's reachability (shared with the public listener's probe).
     pub readiness: Readiness,
+    /// Whether every background worker is still running.
+    pub health: crate::health::Health,
     /// How long a console session lasts.
     pub session_ttl: Duration,
 }
@@ -60,7 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(s): State<AdminState>| async move { crate::app::readyz_answer(&s.readiness).await }),
+            get(|State(s): State<AdminState>| async move { crate::app::readyz_answer(&s.readiness, &s.health).await }),
         )
         .route("/metrics", get(|State(s): State<AdminState>| async move { crate::app::metrics_answer(&s.metrics) }))
         .layer(middleware::from_fn(security_headers))
@@ -100,6 +102,7 @@ impl AdminApp {
         config: &crate::config::Config,
         pool: PgPool,
         readiness: Readiness,
+        health: crate::health::Health,
     ) -> Option<std::io::Result<Self>> {
         let tokens = config.admin_tokens.clone()?;
         let state = AdminState {
@@ -107,6 +110,7 @@ impl AdminApp {
             tokens: Arc::new(tokens),
             metrics: crate::telemetry::metrics_handle(),
             readiness,
+            health,
             session_ttl: console::SESSION_TTL,
         };
         Some(match TcpListener::bind(config.admin_listen_addr).await {

@@ -1,18 +1,18 @@
 //! Who may talk to the notify route: the source-network allowlist, the client address behind
 //! trusted proxies, and a per-address budget of failed requests.
 //!
-//! A flood of forged notifications must not starve real ones: every failed request (bad sign,
-//! unparseable, unknown merchant...) spends a token of its source address, and an address with
-//! no tokens left is answered 429 before any parsing or hashing. Verified notifications spend
-//! nothing, so IOTPay's own traffic is never limited by an attacker's.
+//! A flood of forged notifications must not starve real ones: every failed request that is not
+//! correctly signed spends a token of its source address, and an address with no tokens left is
+//! put on probation (see [`super::gate`]): it is answered 429 at once unless it sends a small body
+//! whose sign verifies. Verified notifications spend nothing and are never refused by the
+//! budget, so IOTPay's own traffic is never limited by an attacker sharing its address.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+
+use super::limiter::FailureBudget;
 
 /// Guard configuration.
 #[derive(Debug, Clone, Default)]
@@ -28,93 +28,136 @@ pub struct GuardSettings {
 /// Why a request is refused before it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
-    /// The source address is outside `NOTIFY_ALLOWED_CIDRS`.
+    /// The source address is outside `NOTIFY_ALLOWED_CIDRS`, or could not be told.
     #[error("source address not allowed")]
     NotAllowed,
-    /// The source address spent its failure budget.
+    /// The source address spent its failure budget and did not send a correctly signed body.
     #[error("too many failed requests from this address")]
     RateLimited,
 }
 
-/// Entries kept before idle, full buckets are dropped (bounds memory under a spoofed-XFF or
-/// many-address flood).
-const MAX_TRACKED: usize = 10_000;
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// The client of a request, as far as it can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// The client's canonical address.
+    Addr(IpAddr),
+    /// A trusted proxy forwarded an entry that is not an address: an unknown, refused source.
+    Unknown,
 }
 
 /// The guard in front of the notify route.
 #[derive(Debug)]
 pub struct Guard {
     settings: GuardSettings,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    budget: FailureBudget,
 }
 
 impl Guard {
     /// Builds a guard.
     pub fn new(settings: GuardSettings) -> Self {
-        Self { settings, buckets: Mutex::new(HashMap::new()) }
+        let budget = FailureBudget::new(settings.failures_per_minute);
+        Self { settings, budget }
     }
 
-    /// The client's address: the TCP peer, or — only when the peer is a trusted proxy — the
-    /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(&peer) {
-            return peer;
+    fn trusted(&self, ip: &IpAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client: the TCP peer, or — only when the peer is a trusted proxy — the right-most
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy. Walking right to left, only
+    /// trusted proxies are skipped: an entry that is unparseable ends the walk as
+    /// [`Client::Unknown`] (never skipped, since everything left of it was written by whoever
+    /// wrote it). `ip:port` and `[v6]:port` entries are read as proxies write them; every
+    /// address is canonical (`::ffff:1.2.3.4` is `1.2.3.4`).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
+        let peer = peer.to_canonical();
+        if !self.trusted(&peer) {
+            return Client::Addr(peer);
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse::<IpAddr>().ok())
-            .collect();
-        hops.iter().rev().find(|ip| !trusted(ip)).or(hops.first()).copied().unwrap_or(peer)
+        let mut entries: Vec<&str> = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(text) = value.to_str() else { return Client::Unknown };
+            entries.extend(text.split(',').map(str::trim));
+        }
+        let mut leftmost = peer;
+        for entry in entries.iter().rev() {
+            let Some(ip) = parse_forwarded(entry) else { return Client::Unknown };
+            if !self.trusted(&ip) {
+                return Client::Addr(ip);
+            }
+            leftmost = ip;
+        }
+        // Every hop is a trusted proxy: the request started inside; the first hop is the client.
+        Client::Addr(leftmost)
     }
 
-    /// Refuses addresses outside the allowlist or out of failure budget.
-    pub fn check(&self, ip: IpAddr) -> Result<(), GuardError> {
+    /// The client's address as [`Guard::client`] tells it, for the audit log; `None` if unknown.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        match self.client(peer, headers) {
+            Client::Addr(ip) => Some(ip),
+            Client::Unknown => None,
+        }
+    }
+
+    /// Refuses unknown sources and addresses outside the allowlist.
+    pub fn admit(&self, client: Client) -> Result<IpAddr, GuardError> {
+        let Client::Addr(ip) = client else { return Err(GuardError::NotAllowed) };
+        let ip = ip.to_canonical();
         if !self.settings.allowed.is_empty() && !self.settings.allowed.iter().any(|n| n.contains(&ip)) {
             return Err(GuardError::NotAllowed);
         }
-        if self.settings.failures_per_minute == 0 {
-            return Ok(());
+        Ok(ip)
+    }
+
+    /// Refuses addresses outside the allowlist or out of failure budget (no probation: callers
+    /// that can read the body use [`super::gate`], which lets correctly signed bodies through).
+    pub fn check(&self, ip: IpAddr) -> Result<(), GuardError> {
+        let ip = self.admit(Client::Addr(ip))?;
+        if self.budget.has_budget(ip) {
+            Ok(())
+        } else {
+            Err(GuardError::RateLimited)
         }
-        let mut buckets = self.buckets.lock().expect("guard lock");
-        match buckets.get_mut(&ip).map(|b| self.refill(b)) {
-            Some(tokens) if tokens < 1.0 => Err(GuardError::RateLimited),
-            _ => Ok(()),
-        }
+    }
+
+    /// True while `ip` has failure budget left.
+    pub fn has_budget(&self, ip: IpAddr) -> bool {
+        self.budget.has_budget(ip.to_canonical())
     }
 
     /// Spends one token of `ip`'s failure budget.
     pub fn record_failure(&self, ip: IpAddr) {
-        if self.settings.failures_per_minute == 0 {
-            return;
-        }
-        let capacity = f64::from(self.settings.failures_per_minute);
-        let mut buckets = self.buckets.lock().expect("guard lock");
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            let now = Instant::now();
-            buckets.retain(|_, b| now.duration_since(b.at).as_secs_f64() < 60.0);
-        }
-        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: capacity, at: Instant::now() });
-        let tokens = self.refill(bucket);
-        bucket.tokens = (tokens - 1.0).max(0.0);
+        self.budget.spend(ip.to_canonical());
     }
 
-    fn refill(&self, bucket: &mut Bucket) -> f64 {
-        let capacity = f64::from(self.settings.failures_per_minute);
-        let now = Instant::now();
-        let earned = now.duration_since(bucket.at).as_secs_f64() * capacity / 60.0;
-        bucket.tokens = (bucket.tokens + earned).min(capacity);
-        bucket.at = now;
-        bucket.tokens
+    /// How many address buckets the budget tracks now (bounded).
+    pub fn tracked_addresses(&self) -> usize {
+        self.budget.len()
     }
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port`, `[v6]` or `[v6]:port`, canonical.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let ip = if let Ok(ip) = entry.parse::<IpAddr>() {
+        ip
+    } else if let Some(rest) = entry.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inner.parse::<std::net::Ipv6Addr>().ok()?.into()
+    } else {
+        let (host, port) = entry.rsplit_once(':')?;
+        if !is_port(port) {
+            return None;
+        }
+        host.parse::<std::net::Ipv4Addr>().ok()?.into()
+    };
+    Some(ip.to_canonical())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok()
 }
 
 /// Parses a comma-separated list of CIDRs or bare addresses.
@@ -155,12 +198,20 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let g = guard("", "10.0.0.0/8", 0);
-        assert_eq!(g.client_ip(ip("203.0.113.9"), &xff("1.2.3.4")), ip("203.0.113.9"), "untrusted peer");
-        assert_eq!(g.client_ip(ip("10.0.0.5"), &xff("1.2.3.4")), ip("1.2.3.4"));
+        let addr = |s: &str| Client::Addr(ip(s));
+        assert_eq!(g.client(ip("203.0.113.9"), &xff("1.2.3.4")), addr("203.0.113.9"), "untrusted peer");
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("1.2.3.4")), addr("1.2.3.4"));
         // A client-supplied first entry cannot hide the real client: right-most untrusted wins.
-        assert_eq!(g.client_ip(ip("10.0.0.5"), &xff("6.6.6.6, 1.2.3.4, 10.0.0.7")), ip("1.2.3.4"));
-        assert_eq!(g.client_ip(ip("10.0.0.5"), &HeaderMap::new()), ip("10.0.0.5"));
-        assert_eq!(g.client_ip(ip("10.0.0.5"), &xff("garbage")), ip("10.0.0.5"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("6.6.6.6, 1.2.3.4, 10.0.0.7")), addr("1.2.3.4"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("52.60.1.1, x, 6.6.6.6")), addr("6.6.6.6"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("52.60.1.1, 6.6.6.6, x")), Client::Unknown);
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("1.2.3.4:5678, 10.0.0.7:80")), addr("1.2.3.4"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("[2001:db8::1]:443")), addr("2001:db8::1"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("::ffff:1.2.3.4")), addr("1.2.3.4"));
+        assert_eq!(g.client(ip("::ffff:10.0.0.5"), &xff("1.2.3.4")), addr("1.2.3.4"), "mapped peer is trusted");
+        assert_eq!(g.client(ip("10.0.0.5"), &HeaderMap::new()), addr("10.0.0.5"));
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("garbage")), Client::Unknown);
+        assert_eq!(g.client(ip("10.0.0.5"), &xff("1.2.3.4:99999")), Client::Unknown);
     }
 
     #[test]
@@ -169,6 +220,8 @@ mod tests {
         assert_eq!(g.check(ip("198.51.100.20")), Ok(()));
         assert_eq!(g.check(ip("2001:db8::1")), Ok(()));
         assert_eq!(g.check(ip("203.0.113.1")), Err(GuardError::NotAllowed));
+        assert_eq!(g.check(ip("::ffff:198.51.100.20")), Ok(()), "canonical before matching");
+        assert_eq!(g.admit(Client::Unknown), Err(GuardError::NotAllowed));
         assert_eq!(guard("", "", 0).check(ip("203.0.113.1")), Ok(()));
         assert!(parse_networks("nope").is_err());
     }

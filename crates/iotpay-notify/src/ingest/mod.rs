@@ -1,15 +1,17 @@
 //! Receive → verify → store: the `POST /iotpay/notify` handler and the domain step behind it.
 
 pub mod batch;
+pub mod gate;
 pub mod guard;
+pub mod limiter;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
@@ -19,6 +21,7 @@ use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsE
 use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
 use batch::{BatchSettings, Batcher};
+use gate::{Admitted, Probation};
 use guard::{Guard, GuardError};
 
 /// Largest notification body accepted (CONTRACT.md).
@@ -124,9 +127,12 @@ impl IngestError {
         }
     }
 
-    /// True for the client's own faults, which spend its address's failure budget.
-    pub fn is_client_failure(&self) -> bool {
-        !matches!(self, IngestError::Unavailable(_) | IngestError::Guarded(_))
+    /// True for the client's own faults that spend its address's failure budget: everything
+    /// but a correctly signed notification whose fields fail a check (that is IOTPay's own
+    /// traffic, or a leaked key, which the budget cannot help with), a database outage, and
+    /// the guard's own refusals.
+    pub fn spends_budget(&self) -> bool {
+        !matches!(self, IngestError::Unavailable(_) | IngestError::Guarded(_) | IngestError::Invalid(_))
     }
 }
 
@@ -147,6 +153,7 @@ pub struct Ingest {
     time_zone: jiff::tz::TimeZone,
     store_timeout: Duration,
     guard: Arc<Guard>,
+    probation: Probation,
     pressure: IngestPressure,
 }
 
@@ -162,7 +169,42 @@ impl Ingest {
     ) -> Self {
         let batcher = Batcher::start(pool, batch);
         let pressure = IngestPressure::default();
-        Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), pressure }
+        let probation = Probation::default();
+        Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), probation, pressure }
+    }
+
+    /// The guard in front of the route.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The slots bounding probation reads (see [`gate`]).
+    pub fn probation(&self) -> &Probation {
+        &self.probation
+    }
+
+    /// True when `body` parses and its sign verifies under a key of its merchant: the one test
+    /// an address out of failure budget must pass.
+    pub fn signed_by_configured_key(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        BodyKind::from_headers(headers, body).is_ok_and(|kind| self.verified(kind, body).is_ok())
+    }
+
+    /// Parses `body` and verifies its sign under one of its merchant's keys.
+    fn verified(&self, kind: BodyKind, body: &[u8]) -> Result<Params, IngestError> {
+        let params = match kind {
+            BodyKind::Json => Params::from_json(body)?,
+            BodyKind::Form => Params::from_form(body)?,
+        };
+        let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
+        if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(IngestError::SignMalformed);
+        }
+        let mch_id = params.text("mchId").ok_or(IngestError::MchIdMissing)?;
+        let keys = self.merchants.keys(mch_id).ok_or(IngestError::UnknownMerchant)?;
+        if !sign::verify(&params, received_sign, keys) {
+            return Err(IngestError::BadSign);
+        }
+        Ok(params)
     }
 
     /// How busy this ingest step is (shared with the background workers, which yield to it).
@@ -178,19 +220,7 @@ impl Ingest {
         remote_addr: Option<IpAddr>,
     ) -> Result<Accepted, IngestError> {
         let _in_progress = self.pressure.enter();
-        let mut params = match kind {
-            BodyKind::Json => Params::from_json(body)?,
-            BodyKind::Form => Params::from_form(body)?,
-        };
-        let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
-        if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(IngestError::SignMalformed);
-        }
-        let mch_id = params.text("mchId").ok_or(IngestError::MchIdMissing)?;
-        let keys = self.merchants.keys(mch_id).ok_or(IngestError::UnknownMerchant)?;
-        if !sign::verify(&params, received_sign, keys) {
-            return Err(IngestError::BadSign);
-        }
+        let mut params = self.verified(kind, body)?;
         // Masking happens after verification (the sign covers what was sent) and before
         // anything is stored or logged.
         iotpay::mask_card_numbers(&mut params);
@@ -213,28 +243,25 @@ impl Ingest {
     }
 }
 
-/// `POST /iotpay/notify`: answers `SUCCESS` only once the notification is committed.
+/// `POST /iotpay/notify`: answers `SUCCESS` only once the notification is committed. The
+/// source was admitted by [`gate::gate`] before the body was read.
 pub async fn notify(
     State(ingest): State<Ingest>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(Admitted { ip: client }): Extension<Admitted>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let client = ingest.guard.client_ip(remote.ip(), &headers);
-    let result = match ingest.guard.check(client) {
-        Err(e) => Err(e.into()),
-        Ok(()) => match body {
-            Ok(body) => match BodyKind::from_headers(&headers, &body) {
-                Ok(kind) => ingest.accept(kind, &body, Some(client)).await,
-                Err(e) => Err(e),
-            },
-            Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
-            Err(_) => Err(IngestError::BodyRead),
+    let result = match body {
+        Ok(body) => match BodyKind::from_headers(&headers, &body) {
+            Ok(kind) => ingest.accept(kind, &body, Some(client)).await,
+            Err(e) => Err(e),
         },
+        Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
+        Err(_) => Err(IngestError::BodyRead),
     };
     if let Err(e) = &result {
-        if e.is_client_failure() {
+        if e.spends_budget() {
             ingest.guard.record_failure(client);
         }
     }
@@ -271,10 +298,24 @@ pub async fn notify(
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::error!(remote = %client, outcome, latency_ms, error = %e, "notification not stored");
             } else {
-                tracing::warn!(remote = %client, outcome, latency_ms, error = %e, "notification refused");
+                // The error may quote what the sender wrote: escaped and cut, never raw.
+                let error = loggable(&e.to_string());
+                tracing::warn!(remote = %client, outcome, latency_ms, error = ?error, "notification refused");
             }
             (status, "FAIL").into_response()
         }
+    }
+}
+
+/// Longest untrusted text put in one log field.
+const MAX_LOGGED_CHARS: usize = 200;
+
+/// Untrusted text for a log field: cut to [`MAX_LOGGED_CHARS`] characters (log it with `?`, which
+/// escapes newlines and quotes, so it can never forge a line or a field).
+pub fn loggable(text: &str) -> String {
+    match text.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ClaimedEvent {
     pub pay_type: Option<String>,
     /// Checks so far, this one included.
     pub confirm_attempts: i32,
+    /// Earlier checks IOTPay answered that it does not know the order.
+    pub not_found_checks: i32,
+    /// Seconds since the event was stored (database clock).
+    pub age_secs: i64,
     /// The claim's token: the decision applies only while it is still on the row.
     pub leased_by: String,
 }
@@ -63,6 +67,8 @@ pub enum Verdict {
         delay: Duration,
         /// The `status_reason` if this was the last chance.
         give_up_reason: String,
+        /// IOTPay answered that it does not know the order (counted in `not_found_checks`).
+        not_found: bool,
     },
     /// Never confirmable: `unconfirmed` at once with this reason.
     Unconfirmed(String),
@@ -114,7 +120,8 @@ pub async fn claim_due(
           FROM due
          WHERE p.event_id = due.event_id
         RETURNING p.event_id, p.event_type, p.api_version, p.mch_id, p.mch_order_no, p.pay_order_id,
-                  p.original_order_id, p.amount, p.currency, p.pay_type, p.confirm_attempts, p.leased_by
+                  p.original_order_id, p.amount, p.currency, p.pay_type, p.confirm_attempts, p.leased_by,
+                  p.not_found_checks, floor(EXTRACT(EPOCH FROM now() - p.created_at))::bigint AS age_secs
         "#,
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -172,17 +179,19 @@ pub async fn apply_batch(
     let (mut ids, mut tokens, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut reasons, mut give_up_reasons, mut delays) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut not_found = Vec::with_capacity(n);
     for d in decisions {
         ids.push(d.event_id.as_str());
         tokens.push(d.token.as_str());
-        let (kind, reason, give_up, delay) = match &d.verdict {
-            Verdict::Confirmed => ("confirmed", None, None, 0),
-            Verdict::Rejected(r) => ("rejected", Some(r), None, 0),
-            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0),
-            Verdict::Retry { reason, delay, give_up_reason } => {
-                ("retry", Some(reason), Some(give_up_reason), millis(*delay))
+        let (kind, reason, give_up, delay, unknown) = match &d.verdict {
+            Verdict::Confirmed => ("confirmed", None, None, 0, false),
+            Verdict::Rejected(r) => ("rejected", Some(r), None, 0, false),
+            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0, false),
+            Verdict::Retry { reason, delay, give_up_reason, not_found } => {
+                ("retry", Some(reason), Some(give_up_reason), millis(*delay), *not_found)
             }
         };
+        not_found.push(unknown);
         kinds.push(kind);
         // Reasons quote IOTPay's own messages; Postgres text cannot hold U+0000.
         reasons.push(reason.map(|r| r.replace('\0', "")));
@@ -210,9 +219,10 @@ pub async fn apply_batch(
                    next_check_at = CASE WHEN d.kind <> 'retry' THEN p.next_check_at
                                         ELSE LEAST(now() + d.delay_ms * interval '1 millisecond',
                                                    p.created_at + $7::float8 * interval '1 millisecond') END,
+                   not_found_checks = p.not_found_checks + CASE WHEN d.not_found THEN 1 ELSE 0 END,
                    lease_until = NULL, leased_by = NULL, updated_at = now()
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[])
-                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms)
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $11::bool[])
+                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms, not_found)
              -- "Not decided" rather than `status = 'pending'` (the same rows, by the CHECK
              -- constraint): that condition is the predicate of the pending index, and with
              -- statistics from a small table the planner walked that whole index for each batch
@@ -254,6 +264,7 @@ pub async fn apply_batch(
     .bind(forward_urls)
     .bind(CONFIRMED_CHANNEL)
     .bind(deliveries::DELIVERIES_CHANNEL)
+    .bind(&not_found)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -98,7 +98,7 @@ pub async fn record_batch(pool: &PgPool, batch: &[NewNotification]) -> Result<Ve
                    last_notified_at = now(),
                    updated_at = now()
             RETURNING event_id, (xmax = 0) AS inserted, notification_count,
-                      amount, currency, mch_order_no, original_order_id
+                      amount, currency, mch_order_no, original_order_id, api_version, pay_type
         ), logged AS (
             INSERT INTO notifications (event_id, remote_addr, api_version, fields)
             SELECT event_id, remote_addr, api_version, fields
@@ -132,7 +132,11 @@ pub async fn record_batch(pool: &PgPool, batch: &[NewNotification]) -> Result<Ve
                 || row.try_get::<String, _>("currency")? != n.currency.as_str()
                 || row.try_get::<String, _>("mch_order_no")? != n.mch_order_no.as_str()
                 || row.try_get::<Option<String>, _>("original_order_id")?.as_deref()
-                    != n.original_order_id.as_ref().map(|o| o.as_str()));
+                    != n.original_order_id.as_ref().map(|o| o.as_str())
+                // The event id does not cover them: a v2 repeat of a v3 event, or another
+                // payType mapping to the same event type, is a different message.
+                || row.try_get::<String, _>("api_version")? != n.api_version.as_str()
+                || row.try_get::<Option<String>, _>("pay_type")?.as_deref() != n.pay_type.as_deref());
         out.push(Recorded { event_id: id.clone(), inserted, notification_count, differs_from_stored });
     }
     Ok(out)

@@ -119,7 +119,8 @@ pub struct CheckRow {
 pub struct DeliveryRow {
     /// Delivery id.
     pub id: i64,
-    /// Target URL.
+    /// Target URL (user-info masked when printed).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
     /// pending / delivered / dead.
     pub status: String,
@@ -225,7 +226,8 @@ pub struct Redriven {
     pub id: i64,
     /// Event id.
     pub event_id: String,
-    /// Target URL.
+    /// Target URL (user-info masked when printed).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
     /// `dead` (now pending with a fresh schedule) or `pending` (now due at once).
     pub previous_status: String,
