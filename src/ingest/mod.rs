@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 
 use crate::config::Merchants;
+use crate::domain::ApiVersion;
 use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
 use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
@@ -171,16 +172,23 @@ impl Ingest {
     }
 
     /// Parses, verifies and stores one notification; returns only after the commit.
+    ///
+    /// `query` is the URL's query string: IOTPay's v1 platform sends its pairs there as well as in
+    /// the form body (or only there). It is read with form bodies and empty bodies; a JSON body
+    /// (v3) is the whole notification, as before.
     pub async fn accept(
         &self,
         kind: BodyKind,
         body: &[u8],
+        query: Option<&str>,
         remote_addr: Option<IpAddr>,
     ) -> Result<Accepted, IngestError> {
         let _in_progress = self.pressure.enter();
+        let query = query.unwrap_or_default().as_bytes();
+        let body_blank = body.iter().all(u8::is_ascii_whitespace);
         let mut params = match kind {
-            BodyKind::Json => Params::from_json(body)?,
-            BodyKind::Form => Params::from_form(body)?,
+            BodyKind::Json if !body_blank || query.is_empty() => Params::from_json(body)?,
+            BodyKind::Json | BodyKind::Form => Params::from_form_and_query(body, query)?,
         };
         let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
         if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -195,10 +203,7 @@ impl Ingest {
         // anything is stored or logged.
         iotpay::mask_card_numbers(&mut params);
         let notification = Notification::from_params(&params)?;
-        let pay_succ_at = notification
-            .pay_succ_time
-            .as_deref()
-            .and_then(|raw| iotpay::notification::resolve_time(raw, &self.time_zone));
+        let pay_succ_at = notification.pay_succ_at(&self.time_zone);
         let new = NewNotification {
             notification: notification.clone(),
             fields: params.to_json(),
@@ -213,10 +218,11 @@ impl Ingest {
     }
 }
 
-/// `POST /iotpay/notify`: answers `SUCCESS` only once the notification is committed.
+/// `POST /iotpay/notify`: answers `SUCCESS` (v1: `success`) only once the notification is committed.
 pub async fn notify(
     State(ingest): State<Ingest>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -226,7 +232,7 @@ pub async fn notify(
         Err(e) => Err(e.into()),
         Ok(()) => match body {
             Ok(body) => match BodyKind::from_headers(&headers, &body) {
-                Ok(kind) => ingest.accept(kind, &body, Some(client)).await,
+                Ok(kind) => ingest.accept(kind, &body, query.as_deref(), Some(client)).await,
                 Err(e) => Err(e),
             },
             Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
@@ -264,7 +270,7 @@ pub async fn notify(
                 latency_ms,
                 "notification accepted"
             );
-            (StatusCode::OK, "SUCCESS").into_response()
+            (StatusCode::OK, acknowledgement(a.notification.api_version)).into_response()
         }
         Err(e) => {
             let status = e.status();
@@ -275,6 +281,15 @@ pub async fn notify(
             }
             (status, "FAIL").into_response()
         }
+    }
+}
+
+/// The body IOTPay's platform waits for before it stops re-sending: the card APIs want
+/// `SUCCESS`, the general API (v1) `success`.
+pub fn acknowledgement(version: ApiVersion) -> &'static str {
+    match version {
+        ApiVersion::V3 | ApiVersion::V2 => "SUCCESS",
+        ApiVersion::V1 => iotpay::v1::ACK,
     }
 }
 

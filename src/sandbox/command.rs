@@ -11,7 +11,7 @@ use crate::domain::{MchId, MerchantKey};
 /// Flags of `iotpay-notify sandbox`.
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
-    /// Address of the simulated cc_query API (v3 at /v3, v2 at /v2).
+    /// Address of the simulated query API (v3 and v2 cc_query at /v3, /v2; v1 query_order at /v1).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
     /// Merchant id [default: the first of IOTPAY_MERCHANTS].
@@ -32,6 +32,15 @@ pub struct SandboxArgs {
     /// v2 payments to notify.
     #[arg(long, default_value_t = 0)]
     pub v2_payments: u32,
+    /// v1 (general API) WeChat Pay payments to notify, form-encoded as IOTPay sends them.
+    #[arg(long, default_value_t = 0)]
+    pub v1_payments: u32,
+    /// Channel of the v1 payments (WX_JSAPI, WX_NATIVE, ALIPAY_WAP, ...).
+    #[arg(long, default_value = "WX_JSAPI")]
+    pub v1_channel: String,
+    /// Put form-encoded notifications' pairs in the URL's query string too, as IOTPay's v1 platform does.
+    #[arg(long)]
+    pub query_string: bool,
     /// v3 payments whose notification carries ten times the amount the query tells (validly signed).
     #[arg(long, default_value_t = 0)]
     pub tampered: u32,
@@ -126,8 +135,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     println!("IOTPay sandbox for merchant {mch_id}; point the service at it with");
     println!("  IOTPAY_V3_API_URL={}", sandbox.v3_api_url());
     println!("  IOTPAY_V2_API_URL={}", sandbox.v2_api_url());
+    println!("  IOTPAY_V1_API_URL={}", sandbox.v1_api_url());
 
-    let sends = args.v3_payments + args.v2_payments + args.tampered + args.forged;
+    let sends = args.v3_payments + args.v2_payments + args.v1_payments + args.tampered + args.forged;
     if sends > 0 && args.notify_url.is_none() {
         bail!("--notify-url is required to send notifications");
     }
@@ -135,6 +145,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         duplicates: args.duplicates,
         concurrent: args.concurrent,
         form_encoded: args.form,
+        in_query_string: args.query_string,
         ..SendOptions::default()
     };
     let mut unacknowledged = 0;
@@ -155,6 +166,11 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         describe("v2 payment", &d);
         unacknowledged += usize::from(!d.acknowledged);
     }
+    for _ in 0..args.v1_payments {
+        let d = sandbox.send_v1_payment(args.amount, &args.v1_channel, &knobs).await?;
+        describe("v1 payment", &d);
+        unacknowledged += usize::from(!d.acknowledged);
+    }
     for _ in 0..args.tampered {
         let tampered = SendOptions { tamper_amount: Some(args.amount * 10), ..knobs.clone() };
         let d = sandbox.send_v3_payment(args.amount, &tampered).await?;
@@ -168,11 +184,11 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     }
     if args.exit_when_sent {
         if unacknowledged > 0 {
-            bail!("{unacknowledged} genuine notification(s) were never acknowledged with SUCCESS");
+            bail!("{unacknowledged} genuine notification(s) were never acknowledged");
         }
         return Ok(());
     }
-    println!("serving cc_query until Ctrl-C");
+    println!("serving cc_query and query_order until Ctrl-C");
     crate::cli::wait_for_signal().await;
     Ok(())
 }

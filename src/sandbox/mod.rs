@@ -1,8 +1,9 @@
 //! A simulated IOTPay for local development, tests, the demo and benchmarks.
 //!
 //! It keeps an order book ([`orders`]), sends signed notifications for its orders to a notifyUrl
-//! ([`sender`]; re-sending on any answer but `SUCCESS`, as IOTPay does), and answers the v3 and
-//! v2 `cc_query` calls from that book with signed answers ([`query_api`]). Fault knobs simulate
+//! ([`sender`]; re-sending on any answer but `SUCCESS`/`success`, as IOTPay does), and answers
+//! the v3 and v2 `cc_query` and the v1 `query_order` calls from that book with signed answers
+//! ([`query_api`]). Fault knobs simulate
 //! what production does to a receiver: duplicate and concurrent sends, slow or failing queries,
 //! a notification whose amount the query contradicts, a forged sign.
 //!
@@ -159,6 +160,7 @@ impl Sandbox {
         let router = Router::new()
             .route("/v3/cc_query", post(query_api::query_v3))
             .route("/v2/cc_query", post(query_api::query_v2))
+            .route("/v1/query_order", post(query_api::query_v1))
             .with_state(shared.clone());
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -181,6 +183,11 @@ impl Sandbox {
     /// The value for `IOTPAY_V2_API_URL`.
     pub fn v2_api_url(&self) -> String {
         format!("http://{}/v2", self.addr)
+    }
+
+    /// The value for `IOTPAY_V1_API_URL`.
+    pub fn v1_api_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
     }
 
     /// The simulated merchant.

@@ -31,7 +31,7 @@ pub struct Order {
     pub refundable: i64,
     /// IOTPay status (2 = success).
     pub status: i64,
-    /// `YYYY-MM-DD HH:MM:SS`, Toronto time.
+    /// v3/v2: `YYYY-MM-DD HH:MM:SS`, Toronto time; v1: milliseconds since the epoch.
     pub pay_succ_time: String,
     /// Masked card number.
     pub card_num: String,
@@ -45,8 +45,14 @@ pub struct Order {
     pub auth_num: String,
     /// Bank transaction number (v3 `transNum`, v2 `transId`).
     pub trans_num: String,
-    /// v3 channel.
+    /// v3 channel (`PF_CC`), v1 wallet channel (`WX_JSAPI`).
     pub channel: String,
+    /// v1: the wallet's own transaction number (`channelOrderNo`).
+    pub channel_order_no: String,
+    /// v1: the payer's WeChat id (personal data the receiver must not spread).
+    pub openid: String,
+    /// v1: what was bought (UTF-8, percent-encoded on the wire).
+    pub subject: String,
 }
 
 impl Order {
@@ -59,6 +65,14 @@ impl Order {
                 "transId": self.trans_num, "currency": self.currency, "amount": self.amount,
                 "status": self.status, "paySuccTime": self.pay_succ_time, "cardType": self.card_type,
                 "cardNum": self.card_num, "expirationDate": self.expiry_date,
+            }),
+            // As IOTPay's general API sends it: `channeId` (sic), an empty `device`, the payer's `openid`.
+            ApiVersion::V1 => json!({
+                "payOrderId": self.pay_order_id, "mchId": self.mch_id, "mchOrderNo": self.mch_order_no,
+                "channeId": self.channel, "currency": self.currency, "amount": self.amount,
+                "status": self.status, "clientIp": "", "device": "", "subject": self.subject, "body": "",
+                "channelOrderNo": self.channel_order_no, "param1": "", "param2": "",
+                "paySuccTime": self.pay_succ_time, "backType": 2, "openid": self.openid,
             }),
         };
         into_map(fields)
@@ -73,6 +87,14 @@ impl Order {
                 "status": self.status, "paySuccTime": self.pay_succ_time,
                 "originalOrderId": self.original_order_id.clone().unwrap_or_default(),
                 "payType": self.pay_type, "mchId": self.mch_id, "amount": self.amount, "currency": self.currency,
+            }),
+            // `query_order` answers flat: the caller adds retCode/resCode around these.
+            ApiVersion::V1 => json!({
+                "payOrderId": self.pay_order_id, "mchId": self.mch_id, "mchOrderNo": self.mch_order_no,
+                "channelId": self.channel, "currency": self.currency, "amount": self.amount,
+                "clientIp": "", "device": "", "subject": self.subject, "body": "", "param1": "", "param2": "",
+                "extra": "", "paySuccTime": self.pay_succ_time, "channelOrderNo": self.channel_order_no,
+                "status": self.status,
             }),
         };
         into_map(fields)
@@ -138,6 +160,20 @@ impl Sandbox {
         Ok(refund)
     }
 
+    /// Books a successful v1 (general API) payment through `channel`, e.g. `WX_JSAPI` (WeChat Pay).
+    pub fn create_v1_payment(&self, amount: i64, channel: &str) -> Order {
+        let mut order = self.new_order(ApiVersion::V1, if channel.starts_with("ALIPAY") { "AL" } else { "WJ" }, amount);
+        order.channel = channel.to_owned();
+        order.card_num = String::new();
+        order.expiry_date = String::new();
+        order.card_type = String::new();
+        order.invoice_num = String::new();
+        order.auth_num = String::new();
+        order.trans_num = String::new();
+        order.refundable = 0;
+        self.book(order)
+    }
+
     /// Books a successful v2 card payment.
     pub fn create_v2_payment(&self, amount: i64) -> Order {
         let mut order = self.new_order(ApiVersion::V2, "P2", amount);
@@ -153,7 +189,7 @@ impl Sandbox {
         let now = jiff::Zoned::now()
             .with_time_zone(jiff::tz::TimeZone::get("America/Toronto").unwrap_or(jiff::tz::TimeZone::UTC));
         let run = &self.shared.run;
-        Order {
+        let mut order = Order {
             api_version,
             mch_id: self.shared.mch_id.to_string(),
             pay_order_id: format!("{prefix}{}{run}{seq:04}", now.strftime("%Y%m%d%H%M%S")),
@@ -172,7 +208,22 @@ impl Sandbox {
             auth_num: format!("A{seq:05}"),
             trans_num: format!("66{seq:010}"),
             channel: "PF_CC".into(),
+            channel_order_no: String::new(),
+            openid: String::new(),
+            subject: String::new(),
+        };
+        if api_version == ApiVersion::V1 {
+            order.pay_succ_time = now.timestamp().as_millisecond().to_string();
+            order.channel_order_no = format!("42000{seq:023}");
+            order.openid = format!("oSbx{run}{seq:06}payerOpenId");
+            order.subject = "Café crème 咖啡".into();
         }
+        order
+    }
+
+    /// Takes an order out of the book (a forger's payment that never happened).
+    pub(super) fn remove_order(&self, pay_order_id: &str) {
+        lock(&self.shared.orders).retain(|o| o.pay_order_id != pay_order_id);
     }
 
     fn book(&self, order: Order) -> Order {

@@ -1,4 +1,4 @@
-//! The sandbox's query API: `cc_query` (v3, v2) answered from the order book.
+//! The sandbox's query API: `cc_query` (v3, v2) and `query_order` (v1) answered from the order book.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,17 +60,33 @@ pub(super) async fn query_v2(State(shared): State<Arc<Shared>>, body: Bytes) -> 
     query(&shared, ApiVersion::V2, &body).await
 }
 
+pub(super) async fn query_v1(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    query(&shared, ApiVersion::V1, &body).await
+}
+
+/// The request's signed parameters: a JSON body (`cc_query`), or the JSON in the form field
+/// `params` (`query_order`).
+fn request_params(api_version: ApiVersion, body: &[u8]) -> Option<Params> {
+    match api_version {
+        ApiVersion::V3 | ApiVersion::V2 => Params::from_json(body).ok(),
+        ApiVersion::V1 => {
+            let form = Params::from_form(body).ok()?;
+            Params::from_json(form.text("params")?.as_bytes()).ok()
+        }
+    }
+}
+
 fn fail(msg: &str) -> Response {
     Json(json!({"retCode": "FAIL", "retMsg": msg})).into_response()
 }
 
-/// `cc_query`: verifies the request's sign, then answers from the order book.
+/// `cc_query` / `query_order`: verifies the request's sign, then answers from the order book.
 async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Response {
     let delay = *lock(&shared.query_delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let params = Params::from_json(body).ok();
+    let params = request_params(api_version, body);
     let pay_order_id = params.as_ref().and_then(|p| p.text("payOrderId")).map(str::to_owned);
     let failing = shared.query_fail_remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if failing.is_ok() {
@@ -103,14 +119,30 @@ async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Respons
         .cloned();
     let Some(order) = found else {
         shared.record(api_version, pay_order_id, QueryOutcome::NotFound);
+        if api_version == ApiVersion::V1 {
+            // The call worked (retCode); the business request did not (resCode).
+            return Json(json!({"retCode": "SUCCESS", "retMsg": "", "resCode": "FAIL", "errCode": "0118",
+                               "errCodeDes": "order not exist"}))
+            .into_response();
+        }
         return fail("order not exist");
     };
     shared.record(api_version, pay_order_id, QueryOutcome::Found);
     let mut fields = order.query_fields();
-    sign_object(&mut fields, &shared.key);
     let member = match api_version {
         ApiVersion::V3 => "retData",
         ApiVersion::V2 => "order",
+        ApiVersion::V1 => {
+            // Flat: the order's fields sit beside the codes, and the sign covers them all.
+            for (k, v) in
+                [("retCode", "SUCCESS"), ("retMsg", ""), ("resCode", "SUCCESS"), ("errCode", ""), ("errCodeDes", "")]
+            {
+                fields.insert(k.into(), json!(v));
+            }
+            sign_object(&mut fields, &shared.key);
+            return Json(fields).into_response();
+        }
     };
+    sign_object(&mut fields, &shared.key);
     Json(json!({"retCode": "SUCCESS", "retMsg": "", member: fields})).into_response()
 }

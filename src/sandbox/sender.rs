@@ -26,8 +26,10 @@ pub struct SendOptions {
     /// At most this many attempts per copy (default: the retry schedule's).
     pub max_attempts: Option<usize>,
     /// Send as `application/x-www-form-urlencoded` instead of JSON (the v2 document does not
-    /// state the encoding).
+    /// state the encoding). v1 notifications are always form-encoded, as IOTPay sends them.
     pub form_encoded: bool,
+    /// Put the form pairs in the URL's query string too, as IOTPay's v1 platform does.
+    pub in_query_string: bool,
 }
 
 /// One POST of a notification.
@@ -44,7 +46,8 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// True when the receiver acknowledged: HTTP 200 and body `SUCCESS` (any case).
+    /// True when the receiver acknowledged: HTTP 200 and body `SUCCESS` (any case: the card
+    /// APIs ask for `SUCCESS`, the general API for `success`).
     pub fn acknowledged(&self) -> bool {
         self.status == Some(200) && self.answer.trim().eq_ignore_ascii_case("SUCCESS")
     }
@@ -97,6 +100,25 @@ impl Sandbox {
         self.notify(&order, options).await
     }
 
+    /// Books a v1 (general API) payment through `channel` (e.g. `WX_JSAPI`: WeChat Pay) and
+    /// notifies it as IOTPay does: form-encoded. With `forge_sign` nothing is booked.
+    pub async fn send_v1_payment(
+        &self,
+        amount: i64,
+        channel: &str,
+        options: &SendOptions,
+    ) -> Result<Delivery, SandboxError> {
+        let order = self.create_v1_payment(amount, channel);
+        if options.forge_sign {
+            self.remove_order(&order.pay_order_id);
+        }
+        let mut delivery = self.notify(&order, options).await?;
+        if options.forge_sign {
+            delivery.order = None;
+        }
+        Ok(delivery)
+    }
+
     /// Books a v2 payment and notifies it.
     pub async fn send_v2_payment(&self, amount: i64, options: &SendOptions) -> Result<Delivery, SandboxError> {
         let order = self.create_v2_payment(amount);
@@ -118,10 +140,16 @@ impl Sandbox {
     pub async fn notify(&self, order: &Order, options: &SendOptions) -> Result<Delivery, SandboxError> {
         let url = lock(&self.shared.notify_url).clone().ok_or(SandboxError::NoNotifyUrl)?;
         let body = self.notification(order, options);
-        let (text, content_type) = if options.form_encoded {
+        let (text, content_type) = if options.form_encoded || order.api_version == ApiVersion::V1 {
             (form_encode(&body), "application/x-www-form-urlencoded")
         } else {
             (body.to_string(), "application/json")
+        };
+        let url = if options.in_query_string {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}{}", form_encode(&body))
+        } else {
+            url
         };
         let schedule = lock(&self.shared.retry_schedule).clone();
         let max_attempts = options.max_attempts.unwrap_or(schedule.len() + 1).max(1);
@@ -185,7 +213,7 @@ impl Shared {
 }
 
 /// `name=value&…` of a flat JSON object, values as the text they sign as.
-fn form_encode(body: &Value) -> String {
+pub fn form_encode(body: &Value) -> String {
     let encode = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
     body.as_object()
         .into_iter()
