@@ -366,3 +366,49 @@ fn forwarding_schema() -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(text).unwrap();
     jsonschema::options().should_validate_formats(true).build(&schema).unwrap()
 }
+
+#[tokio::test]
+async fn the_query_client_reads_the_sandboxs_query_order_answers() {
+    use iotpay_notify::config::Merchants;
+    use iotpay_notify::domain::{ApiVersion, PayOrderId};
+    use iotpay_notify::iotpay::query::{QueryClient, QueryError, QueryTimeouts};
+
+    let config = SandboxConfig::new(MchId::parse(MCH).unwrap(), MerchantKey::new(KEY));
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let timeouts = QueryTimeouts { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
+    let client = |key: &str| {
+        let merchants = std::sync::Arc::new(Merchants::from_pairs([(MCH, key)]));
+        QueryClient::new(&sandbox.v3_api_url(), &sandbox.v2_api_url(), &sandbox.v1_api_url(), merchants, timeouts)
+            .unwrap()
+    };
+    let mch = MchId::parse(MCH).unwrap();
+    let order = sandbox.create_v1_payment(1234, "ALIPAY_WAP");
+    let id = PayOrderId::parse(&order.pay_order_id).unwrap();
+
+    let q = client(KEY).query(ApiVersion::V1, &mch, &id).await.unwrap();
+    assert!(q.signed, "the flat answer's sign verifies");
+    assert_eq!((q.api_version, q.status, q.amount), (ApiVersion::V1, 2, Some(1234)));
+    assert_eq!((q.mch_order_no.as_deref(), q.currency.as_deref()), (Some(order.mch_order_no.as_str()), Some("CAD")));
+    assert_eq!(q.pay_succ_time.as_deref(), Some(order.pay_succ_time.as_str()));
+
+    sandbox.update_order(&order.pay_order_id, |o| o.status = 4);
+    assert_eq!(client(KEY).query(ApiVersion::V1, &mch, &id).await.unwrap().status, 4);
+
+    let unknown = PayOrderId::parse("WJ-NO-SUCH-ORDER").unwrap();
+    assert!(matches!(client(KEY).query(ApiVersion::V1, &mch, &unknown).await, Err(QueryError::NotFound(_))));
+    // A query signed with another key is refused by IOTPay: inconclusive, never "not found".
+    assert!(matches!(client(OTHER_KEY).query(ApiVersion::V1, &mch, &id).await, Err(QueryError::Fail(_))));
+    // v1 orders are not in the card APIs' books.
+    assert!(matches!(client(KEY).query(ApiVersion::V3, &mch, &id).await, Err(QueryError::NotFound(_))));
+    let outcomes: Vec<QueryOutcome> = sandbox.queries().iter().map(|q| q.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            QueryOutcome::Found,
+            QueryOutcome::Found,
+            QueryOutcome::NotFound,
+            QueryOutcome::BadSign,
+            QueryOutcome::NotFound
+        ]
+    );
+}
