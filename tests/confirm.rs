@@ -772,7 +772,14 @@ async fn the_query_client_classifies_each_failure_and_never_retries() {
     let merchants = Arc::new(Merchants::from_pairs([(MCH, KEY)]));
     let timeouts = QueryTimeouts { connect: Duration::from_millis(300), total: Duration::from_millis(400) };
     let base = format!("http://{}", fake.addr);
-    let client = QueryClient::new(&format!("{base}/v3"), &format!("{base}/v2"), merchants.clone(), timeouts).unwrap();
+    let client = QueryClient::new(
+        &format!("{base}/v3"),
+        &format!("{base}/v2"),
+        &format!("{base}/v1"),
+        merchants.clone(),
+        timeouts,
+    )
+    .unwrap();
     let mch = MchId::parse(MCH).unwrap();
     let ask = |id: &'static str| {
         let client = client.clone();
@@ -804,7 +811,14 @@ async fn the_query_client_classifies_each_failure_and_never_retries() {
     assert_eq!((order.amount, order.status), (Some(1500), 2));
 
     // Nothing listens on port 9: a connection error, not a timeout or a "not found".
-    let closed = QueryClient::new("http://127.0.0.1:9/v3", "http://127.0.0.1:9/v2", merchants, timeouts).unwrap();
+    let closed = QueryClient::new(
+        "http://127.0.0.1:9/v3",
+        "http://127.0.0.1:9/v2",
+        "http://127.0.0.1:9/v1",
+        merchants,
+        timeouts,
+    )
+    .unwrap();
     let err = closed.query(ApiVersion::V3, &mch, &PayOrderId::parse("QX").unwrap()).await.unwrap_err();
     assert!(matches!(err, QueryError::Connect(_)), "{err:?}");
     // A merchant without a key cannot be asked about.

@@ -54,6 +54,7 @@ pub async fn run() -> anyhow::Result<()> {
         ("IOTPAY_MERCHANTS", format!("{MCH_ID}:{}", key.expose())),
         ("IOTPAY_V3_API_URL", sandbox.v3_api_url()),
         ("IOTPAY_V2_API_URL", sandbox.v2_api_url()),
+        ("IOTPAY_V1_API_URL", sandbox.v1_api_url()),
         ("FORWARD_URLS", format!("{}/webhooks/iotpay", sink.url().trim_end_matches('/'))),
         ("FORWARD_SECRET", secret_text),
         ("FORWARD_RETRY_SCHEDULE", "0,1,1,2,3,5".to_owned()),
@@ -145,7 +146,16 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
     wait_for(pool, v2.pay_order_id(), "confirmed").await?;
     expects.push(expect(&v2, "v2 payment", "confirmed", true));
 
-    step(5, "Someone forges a CAD 999.00 payment without the merchant key");
+    step(5, "A WeChat Pay payment of CAD 8.80 through IOTPay's general API (v1): form body and query string");
+    let wechat = sandbox
+        .send_v1_payment(880, "WX_JSAPI", &SendOptions { in_query_string: true, ..SendOptions::default() })
+        .await?;
+    report_send(&wechat);
+    wait_for(pool, wechat.pay_order_id(), "confirmed").await?;
+    detail("answered `success` (v1's answer), confirmed through query_order; the payer's openid is not forwarded");
+    expects.push(expect(&wechat, "wechat v1", "confirmed", true));
+
+    step(6, "Someone forges a CAD 999.00 payment without the merchant key");
     let forged = sandbox
         .send_v3_payment(99_900, &SendOptions { forge_sign: true, max_attempts: Some(1), ..plain.clone() })
         .await?;
@@ -158,7 +168,7 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
         delivered: false,
     });
 
-    step(6, "A validly signed notification says CAD 1,000.00 for a CAD 10.00 payment (leaked key)");
+    step(7, "A validly signed notification says CAD 1,000.00 for a CAD 10.00 payment (leaked key)");
     let tampered =
         sandbox.send_v3_payment(1000, &SendOptions { tamper_amount: Some(100_000), ..plain.clone() }).await?;
     report_send(&tampered);
@@ -166,7 +176,7 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
     detail("stored as pending, then IOTPay's query says CAD 10.00: rejected, never forwarded");
     expects.push(expect(&tampered, "tampered", "rejected", false));
 
-    step(7, "The internal endpoint goes down for 2.5 s while a CAD 42.00 payment arrives");
+    step(8, "The internal endpoint goes down for 2.5 s while a CAD 42.00 payment arrives");
     sink.fail_for(Duration::from_millis(2500));
     let during_outage = sandbox.send_v3_payment(4200, &plain).await?;
     report_send(&during_outage);
@@ -337,7 +347,7 @@ fn say(line: &str) {
 }
 
 fn step(n: usize, line: &str) {
-    println!("[{n}/7] {line}");
+    println!("[{n}/8] {line}");
 }
 
 fn detail(line: &str) {

@@ -85,6 +85,8 @@ pub struct Config {
     pub v3_api_url: String,
     /// Base of the v2 API.
     pub v2_api_url: String,
+    /// Base of the v1 (general: WeChat Pay, Alipay, UnionPay) API.
+    pub v1_api_url: String,
     /// Internal endpoints receiving confirmed events.
     pub forward_urls: Vec<String>,
     /// Secret signing forwarded events; set whenever `forward_urls` is not empty.
@@ -145,6 +147,8 @@ pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "127.0.0.1:8081";
 pub const DEFAULT_V3_API_URL: &str = "https://ccapi.iotpaycloud.com/v3";
 /// Default v2 API base.
 pub const DEFAULT_V2_API_URL: &str = "https://api.iotpaycloud.com/v2";
+/// Default v1 API base.
+pub const DEFAULT_V1_API_URL: &str = "https://api.iotpaycloud.com/v1";
 /// Default zone of `paySuccTime`: IOTPay is a Canadian gateway based in Ontario.
 pub const DEFAULT_TIME_ZONE: &str = "America/Toronto";
 
@@ -179,6 +183,7 @@ impl Config {
             .map_err(|r| invalid("IOTPAY_MERCHANTS", r))?;
         let v3_api_url = http_url("IOTPAY_V3_API_URL", var("IOTPAY_V3_API_URL"), DEFAULT_V3_API_URL)?;
         let v2_api_url = http_url("IOTPAY_V2_API_URL", var("IOTPAY_V2_API_URL"), DEFAULT_V2_API_URL)?;
+        let v1_api_url = http_url("IOTPAY_V1_API_URL", var("IOTPAY_V1_API_URL"), DEFAULT_V1_API_URL)?;
         let forward_urls = var("FORWARD_URLS")
             .map(|s| {
                 s.split(',')
@@ -236,6 +241,7 @@ impl Config {
             merchants,
             v3_api_url,
             v2_api_url,
+            v1_api_url,
             forward_urls,
             forward_secret,
             forward: crate::forward::ForwardSettings::from_lookup(&var)?,
@@ -309,6 +315,7 @@ mod tests {
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.v3_api_url, DEFAULT_V3_API_URL);
         assert_eq!(c.v2_api_url, DEFAULT_V2_API_URL);
+        assert_eq!(c.v1_api_url, DEFAULT_V1_API_URL);
         assert!(c.forward_urls.is_empty());
         assert_eq!(c.merchants.keys("100").unwrap().len(), 2);
         assert_eq!(c.merchants.signing_key(&MchId::parse("100").unwrap()).unwrap().expose(), "k1");
@@ -329,6 +336,7 @@ mod tests {
         assert!(matches!(bad("IOTPAY_MERCHANTS", "nocolon"), ConfigError::Invalid { var: "IOTPAY_MERCHANTS", .. }));
         assert!(matches!(bad("LISTEN_ADDR", "nope"), ConfigError::Invalid { var: "LISTEN_ADDR", .. }));
         assert!(matches!(bad("IOTPAY_V3_API_URL", "ftp://x"), ConfigError::Invalid { var: "IOTPAY_V3_API_URL", .. }));
+        assert!(matches!(bad("IOTPAY_V1_API_URL", "nope"), ConfigError::Invalid { var: "IOTPAY_V1_API_URL", .. }));
         assert_eq!(bad("FORWARD_URLS", "http://a/hook"), ConfigError::Missing("FORWARD_SECRET"));
         assert!(matches!(bad("FORWARD_SECRET", "abc"), ConfigError::Invalid { var: "FORWARD_SECRET", .. }));
         assert!(matches!(bad("IOTPAY_TIME_ZONE", "Mars/Base"), ConfigError::Invalid { var: "IOTPAY_TIME_ZONE", .. }));

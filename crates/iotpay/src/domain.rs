@@ -157,14 +157,17 @@ pub enum ApiVersion {
     V3,
     /// Deprecated credit-card API, still live.
     V2,
+    /// General API (WeChat Pay, Alipay, UnionPay), `https://api.iotpaycloud.com/v1`.
+    V1,
 }
 
 impl ApiVersion {
-    /// `v3` or `v2`, as stored.
+    /// `v3`, `v2` or `v1`, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             ApiVersion::V3 => "v3",
             ApiVersion::V2 => "v2",
+            ApiVersion::V1 => "v1",
         }
     }
 
@@ -173,6 +176,7 @@ impl ApiVersion {
         match s {
             "v3" => Some(ApiVersion::V3),
             "v2" => Some(ApiVersion::V2),
+            "v1" => Some(ApiVersion::V1),
             _ => None,
         }
     }

@@ -1,5 +1,5 @@
 //! IOTPay's wire protocol, free of any server, database or configuration: parameters, the MD5
-//! sign, notifications (v3, v2), merchant keys and the query clients. A merchant's own Rust code
+//! sign, notifications (v3, v2, v1), merchant keys and the query clients. A merchant's own Rust code
 //! can use it as it is.
 
 #![forbid(unsafe_code)]
@@ -10,7 +10,9 @@ pub mod merchants;
 pub mod notification;
 pub mod params;
 pub mod query;
+pub mod query_v1;
 pub mod sign;
+pub mod v1;
 
 pub use merchants::Merchants;
 pub use notification::{detect_version, mask_card_numbers, Notification, NotificationError};

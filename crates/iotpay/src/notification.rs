@@ -1,8 +1,9 @@
-//! A verified IOTPay notification, normalized into one shape for v3 and v2.
+//! A verified IOTPay notification, normalized into one shape for v3, v2 and v1.
 
 use serde::Serialize;
 
 use super::params::{ParamValue, Params};
+use super::v1;
 use crate::domain::{
     is_card_number_field, is_success_status, mask_pan, ApiVersion, Cents, Currency, EventId, EventType, InvalidValue,
     MchId, MchOrderNo, PayOrderId,
@@ -11,8 +12,11 @@ use crate::domain::{
 /// The fields that mark each API version. Only a **non-empty** marker counts: empty fields are
 /// unsigned in effect (an empty value adds `name=` or nothing to the sign string, depending on
 /// the sender), so an attacker could add or drop them without changing the sign.
-const VERSION_MARKERS: &[(ApiVersion, &[&str])] =
-    &[(ApiVersion::V3, &["payType"]), (ApiVersion::V2, &["transId", "cardType", "expirationDate"])];
+const VERSION_MARKERS: &[(ApiVersion, &[&str])] = &[
+    (ApiVersion::V3, &["payType"]),
+    (ApiVersion::V2, &["transId", "cardType", "expirationDate"]),
+    (ApiVersion::V1, &v1::MARKERS),
+];
 
 /// Why a notification's fields are unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,8 +32,9 @@ pub enum NotificationError {
         /// What is wrong.
         reason: String,
     },
-    /// Neither `payType` (v3) nor a v2 field is present and non-empty.
-    #[error("cannot tell the API version: no payType and no transId/cardType/expirationDate")]
+    /// No version's marker fields (payType for v3; transId/cardType/expirationDate for v2;
+    /// channelId/channeId/channelOrderNo/backType for v1) are present with a value.
+    #[error("cannot tell the API version: no payType, no transId/cardType/expirationDate, no channelId/channeId/channelOrderNo/backType")]
     UnknownVersion,
     /// Markers of more than one API version are present: which one was signed is ambiguous.
     #[error("conflicting API version fields: {0} and {1}")]
@@ -53,7 +58,7 @@ pub fn detect_version(params: &Params) -> Result<ApiVersion, NotificationError> 
 /// The normalized content of one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
-    /// v3 or v2.
+    /// v3, v2 or v1.
     pub api_version: ApiVersion,
     /// The merchant.
     pub mch_id: MchId,
@@ -75,7 +80,7 @@ pub struct Notification {
     pub event_type: EventType,
     /// v3 amount still refundable, in cents.
     pub refundable: Option<Cents>,
-    /// `paySuccTime` as sent (no zone).
+    /// `paySuccTime` as sent (v3/v2: no zone; v1: milliseconds since the epoch).
     pub pay_succ_time: Option<String>,
     /// Card number, masked.
     pub card_num: Option<String>,
@@ -83,8 +88,10 @@ pub struct Notification {
     pub card_type: Option<String>,
     /// Card expiry `MMYY` (v3 `expiryDate`, v2 `expirationDate`).
     pub expiry_date: Option<String>,
-    /// v3 channel (`PF_CC`, `UPI_EX`).
+    /// Channel: v3 `channel` (`PF_CC`, `UPI_EX`), v1 `channelId`/`channeId` (`WX_JSAPI`, `ALIPAY_WAP`).
     pub channel: Option<String>,
+    /// v1 `channelOrderNo`: WeChat Pay's / Alipay's own transaction number.
+    pub channel_order_no: Option<String>,
     /// v3 invoice number.
     pub invoice_num: Option<String>,
     /// v3 authorization number.
@@ -116,11 +123,16 @@ impl Notification {
 
         let pay_type = match api_version {
             ApiVersion::V3 => Some(structured(params, "payType")?.unwrap_or_default()),
-            ApiVersion::V2 => None,
+            ApiVersion::V2 | ApiVersion::V1 => None,
         };
+        // v2 and v1 notifications are always payments (neither API documents refund notifications).
         let event_type = match (api_version, pay_type.as_deref(), success) {
-            (ApiVersion::V2, _, true) | (ApiVersion::V3, Some("pay"), true) => EventType::PaymentSucceeded,
-            (ApiVersion::V2, _, false) | (ApiVersion::V3, Some("pay"), false) => EventType::PaymentFailed,
+            (ApiVersion::V2 | ApiVersion::V1, _, true) | (ApiVersion::V3, Some("pay"), true) => {
+                EventType::PaymentSucceeded
+            }
+            (ApiVersion::V2 | ApiVersion::V1, _, false) | (ApiVersion::V3, Some("pay"), false) => {
+                EventType::PaymentFailed
+            }
             (ApiVersion::V3, Some("refund"), true) => EventType::RefundSucceeded,
             (ApiVersion::V3, Some("refund"), false) => EventType::RefundFailed,
             _ => EventType::Unrecognized,
@@ -140,6 +152,18 @@ impl Notification {
         let (expiry_field, trans_field) = match api_version {
             ApiVersion::V3 => ("expiryDate", "transNum"),
             ApiVersion::V2 => ("expirationDate", "transId"),
+            ApiVersion::V1 => ("expiryDate", "transNum"),
+        };
+        let pay_succ_time = structured(params, "paySuccTime")?;
+        let (channel, channel_order_no) = match api_version {
+            ApiVersion::V1 => {
+                if let Some(raw) = &pay_succ_time {
+                    v1::check_millis(raw).map_err(|e| malformed("paySuccTime", e))?;
+                }
+                let channel = v1::channel(params).map_err(|e| malformed("channelId", e))?;
+                (checked_text("channelId", channel)?, optional(params, "channelOrderNo")?)
+            }
+            ApiVersion::V3 | ApiVersion::V2 => (optional(params, "channel")?, None),
         };
         Ok(Notification {
             api_version,
@@ -153,15 +177,28 @@ impl Notification {
             pay_type,
             event_type,
             refundable: cents(params, "refundable")?,
-            pay_succ_time: structured(params, "paySuccTime")?,
+            pay_succ_time,
             card_num: optional(params, "cardNum")?.map(|c| mask_pan(&c).into_owned()),
             card_type: optional(params, "cardType")?,
             expiry_date: optional(params, expiry_field)?,
-            channel: optional(params, "channel")?,
+            channel,
+            channel_order_no,
             invoice_num: optional(params, "invoiceNum")?,
             auth_num: optional(params, "authNum")?,
             trans_num: structured(params, trans_field)?,
         })
+    }
+}
+
+impl Notification {
+    /// `paySuccTime` as RFC 3339 UTC: v1 sends milliseconds since the epoch; v3/v2 send a
+    /// zone-less local time, read in `zone`. `None` when absent or not in that form.
+    pub fn pay_succ_at(&self, zone: &jiff::tz::TimeZone) -> Option<String> {
+        let raw = self.pay_succ_time.as_deref()?;
+        match self.api_version {
+            ApiVersion::V1 => v1::millis_to_rfc3339(raw),
+            ApiVersion::V3 | ApiVersion::V2 => resolve_time(raw, zone),
+        }
     }
 }
 
@@ -208,7 +245,11 @@ fn id<T>(
 }
 
 fn optional(params: &Params, field: &'static str) -> Result<Option<String>, NotificationError> {
-    match params.text(field) {
+    checked_text(field, params.text(field))
+}
+
+fn checked_text(field: &'static str, text: Option<&str>) -> Result<Option<String>, NotificationError> {
+    match text {
         Some(s) if s.len() > MAX_TEXT_LEN => {
             Err(malformed(field, InvalidValue(format!("longer than {MAX_TEXT_LEN} bytes"))))
         }
@@ -408,5 +449,97 @@ mod tests {
         assert_eq!(p.text("cardNum"), Some("411111******1111"));
         assert_eq!(p.text("cardNumber"), Some("411111******1111"));
         assert_eq!(p.text("transNum"), Some("4111111111111111"), "non-card fields untouched");
+    }
+
+    /// A WeChat Pay notification as IOTPay's general API sends it (form body; see tests/data/sign-vectors.json).
+    const V1_FORM: &str = "payOrderId=WJ20240305101112131415161718&mchId=10000702&mchOrderNo=wx-order-0001\
+        &channeId=WX_JSAPI&currency=CAD&amount=2000&status=2&clientIp=&device=&subject=Caf%C3%A9+cr%C3%A8me\
+        &body=&channelOrderNo=4200002024030512345678901234&param1=&param2=&paySuccTime=1709651472000\
+        &backType=2&openid=oVtest_payer_openid_not_real";
+
+    fn v1(replace: &[(&str, Option<&str>)]) -> Params {
+        let mut pairs: Vec<(String, String)> =
+            V1_FORM.split('&').map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap()).collect();
+        for (name, value) in replace {
+            pairs.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                pairs.push((name.to_string(), v.to_string()));
+            }
+        }
+        let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Params::from_form(body.join("&").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn v1_wechat_payment_normalizes_without_the_payer() {
+        let n = Notification::from_params(&v1(&[])).unwrap();
+        assert_eq!(n.api_version, ApiVersion::V1);
+        assert_eq!(n.event_type, EventType::PaymentSucceeded);
+        assert_eq!((n.amount.get(), n.currency.as_str(), n.iotpay_status), (2000, "CAD", 2));
+        assert_eq!(n.channel.as_deref(), Some("WX_JSAPI"));
+        assert_eq!(n.channel_order_no.as_deref(), Some("4200002024030512345678901234"));
+        assert_eq!(n.pay_succ_time.as_deref(), Some("1709651472000"));
+        assert_eq!(n.pay_succ_at(&jiff::tz::TimeZone::UTC).as_deref(), Some("2024-03-05T15:11:12Z"));
+        assert_eq!((n.pay_type.as_deref(), n.card_num.as_deref(), n.trans_num.as_deref()), (None, None, None));
+        let serialized = serde_json::to_string(&n).unwrap();
+        assert!(!serialized.contains("oVtest_payer_openid"), "the payer's openid is not part of the event");
+    }
+
+    #[test]
+    fn v1_statuses_and_channel_spellings() {
+        for (status, expected) in [
+            ("2", EventType::PaymentSucceeded),
+            ("3", EventType::PaymentSucceeded),
+            ("4", EventType::PaymentFailed),
+            ("9", EventType::PaymentFailed),
+            ("0", EventType::PaymentFailed),
+        ] {
+            let n = Notification::from_params(&v1(&[("status", Some(status))])).unwrap();
+            assert_eq!(n.event_type, expected, "status {status}");
+        }
+        let documented = v1(&[("channeId", None), ("channelId", Some("ALIPAY_WAP"))]);
+        assert_eq!(Notification::from_params(&documented).unwrap().channel.as_deref(), Some("ALIPAY_WAP"));
+        let conflicting = v1(&[("channelId", Some("ALIPAY_WAP"))]);
+        assert!(matches!(
+            Notification::from_params(&conflicting),
+            Err(NotificationError::Malformed { field: "channelId", .. })
+        ));
+    }
+
+    #[test]
+    fn v1_required_fields_and_pay_time() {
+        for field in ["payOrderId", "mchOrderNo", "amount", "status"] {
+            for value in [None, Some("")] {
+                let r = Notification::from_params(&v1(&[(field, value)]));
+                assert_eq!(r, Err(NotificationError::Missing(field)), "{field} = {value:?}");
+            }
+        }
+        for bad in ["2024-03-05 10:11:12", "1709651472000.5", "-1", "abc", "1e12"] {
+            let r = Notification::from_params(&v1(&[("paySuccTime", Some(bad))]));
+            assert!(matches!(r, Err(NotificationError::Malformed { field: "paySuccTime", .. })), "{bad}: {r:?}");
+        }
+        let absent = Notification::from_params(&v1(&[("paySuccTime", None)])).unwrap();
+        assert_eq!(absent.pay_succ_at(&jiff::tz::TimeZone::UTC), None);
+    }
+
+    #[test]
+    fn v1_is_told_by_non_empty_v1_fields_never_mixed_with_card_ones() {
+        assert_eq!(detect_version(&v1(&[])), Ok(ApiVersion::V1));
+        assert_eq!(detect_version(&v1(&[("channeId", None), ("channelOrderNo", None)])), Ok(ApiVersion::V1));
+        let no_marker = v1(&[("channeId", Some("")), ("channelOrderNo", Some("")), ("backType", None)]);
+        assert_eq!(
+            detect_version(&no_marker),
+            Err(NotificationError::UnknownVersion),
+            "empty v1 fields are not signed and prove nothing"
+        );
+        assert_eq!(Notification::from_params(&no_marker), Err(NotificationError::UnknownVersion));
+        assert!(
+            matches!(detect_version(&v1(&[("payType", Some("pay"))])), Err(NotificationError::ConflictingVersion(..))),
+            "v1 and v3 fields together"
+        );
+        assert!(
+            matches!(detect_version(&v1(&[("transId", Some("T"))])), Err(NotificationError::ConflictingVersion(..))),
+            "v1 and v2 fields together"
+        );
     }
 }

@@ -75,6 +75,9 @@ pub enum ParamsError {
     /// A value contains a NUL character, which no database text column can hold.
     #[error("field `{0}` contains a NUL character")]
     Nul(String),
+    /// The query string and the body give one field different values: which was signed is ambiguous.
+    #[error("field `{0}` differs between the query string and the body")]
+    Conflict(String),
 }
 
 /// Parameters of one message, unique by name, in the order received.
@@ -129,6 +132,27 @@ impl Params {
             params.push(k.to_owned(), ParamValue::Text(v.to_owned()))?;
         }
         Ok(params)
+    }
+
+    /// Parses a form body and the URL's query string together, as IOTPay's v1 platform sends the
+    /// same pairs in both. Either may be empty; a field in both must have the same value.
+    pub fn from_form_and_query(body: &[u8], query: &[u8]) -> Result<Self, ParamsError> {
+        let blank = |b: &[u8]| b.iter().all(u8::is_ascii_whitespace);
+        match (blank(body), blank(query)) {
+            (_, true) => Self::from_form(body),
+            (true, false) => Self::from_form(query),
+            (false, false) => {
+                let mut params = Self::from_form(body)?;
+                for (name, value) in Self::from_form(query)?.fields {
+                    match params.get(&name) {
+                        Some(v) if *v == value => {}
+                        Some(_) => return Err(ParamsError::Conflict(name)),
+                        None => params.push(name, value)?,
+                    }
+                }
+                Ok(params)
+            }
+        }
     }
 
     fn push(&mut self, name: String, value: ParamValue) -> Result<(), ParamsError> {
@@ -293,6 +317,23 @@ mod tests {
         }
         assert_eq!(Params::from_json(br#"{"a\nINFO b":{"x":1}}"#), Err(ParamsError::Name), "name checked first");
         assert_eq!(Params::from_form(b"a=x%00"), Err(ParamsError::Nul("a".into())));
+    }
+
+    #[test]
+    fn form_and_query_string_merge_and_must_agree() {
+        let both = Params::from_form_and_query(b"a=1&b=x+y", b"b=x%20y&a=1").unwrap();
+        assert_eq!((both.text("a"), both.text("b"), both.iter().count()), (Some("1"), Some("x y"), 2));
+        let query_only = Params::from_form_and_query(b"", b"a=1&c=").unwrap();
+        assert_eq!((query_only.text("a"), query_only.has("c")), (Some("1"), true));
+        assert_eq!(Params::from_form_and_query(b"a=1", b"").unwrap().text("a"), Some("1"));
+        let union = Params::from_form_and_query(b"a=1", b"b=2").unwrap();
+        assert_eq!((union.text("a"), union.text("b")), (Some("1"), Some("2")));
+        assert_eq!(Params::from_form_and_query(b"a=1", b"a=2"), Err(ParamsError::Conflict("a".into())));
+        // An empty value is a value: `device=` in one and `device=x` in the other conflict.
+        assert_eq!(Params::from_form_and_query(b"d=", b"d=x"), Err(ParamsError::Conflict("d".into())));
+        assert_eq!(Params::from_form_and_query(b"", b""), Err(ParamsError::Empty));
+        assert_eq!(Params::from_form_and_query(b"a=1", b"b=1&b=2"), Err(ParamsError::Duplicate("b".into())));
+        assert_eq!(Params::from_form_and_query(b"a=1", b"b=%ff"), Err(ParamsError::Encoding));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! IOTPay's query API (`cc_query`, v3 and v2): the outbound call that confirms a notification.
+//! IOTPay's query API (`cc_query` for v3 and v2, `query_order` for v1: see [`super::query_v1`]):
+//! the outbound call that confirms a notification.
 //!
 //! One call, one answer: no retries here. The caller (the confirmation worker) owns the schedule,
 //! so that every attempt is visible, counted and bounded by its own lease.
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::params::Params;
+use super::query_v1;
 use super::sign::{self, SIGN_FIELD};
 use crate::domain::{ApiVersion, Cents, MchId, PayOrderId};
 use crate::merchants::Merchants;
@@ -80,7 +82,7 @@ pub struct QueriedOrder {
     pub api_version: ApiVersion,
     /// IOTPay's id of the transaction.
     pub pay_order_id: String,
-    /// IOTPay status: 0 pending, 1 unknown, 2 or 3 success, 9 failed.
+    /// IOTPay status: 0 pending, 1 unknown (v1: paying), 2 or 3 success, 4 (v1: cancelled by the system), 9 failed / cancelled.
     pub status: i64,
     /// The merchant (always for v3).
     pub mch_id: Option<String>,
@@ -115,20 +117,27 @@ pub struct QueryClient {
     http: reqwest::Client,
     v3_url: String,
     v2_url: String,
+    v1_url: String,
     merchants: Arc<Merchants>,
 }
 
 impl std::fmt::Debug for QueryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryClient").field("v3_url", &self.v3_url).field("v2_url", &self.v2_url).finish()
+        f.debug_struct("QueryClient")
+            .field("v3_url", &self.v3_url)
+            .field("v2_url", &self.v2_url)
+            .field("v1_url", &self.v1_url)
+            .finish()
     }
 }
 
 impl QueryClient {
-    /// Builds a client for the API bases (`<base>/cc_query`), signing with each merchant's first key.
+    /// Builds a client for the API bases (`<v3/v2 base>/cc_query`, `<v1 base>/query_order`),
+    /// signing with each merchant's first key.
     pub fn new(
         v3_base: &str,
         v2_base: &str,
+        v1_base: &str,
         merchants: Arc<Merchants>,
         timeouts: QueryTimeouts,
     ) -> Result<Self, reqwest::Error> {
@@ -144,6 +153,7 @@ impl QueryClient {
             http,
             v3_url: format!("{}/cc_query", v3_base.trim_end_matches('/')),
             v2_url: format!("{}/cc_query", v2_base.trim_end_matches('/')),
+            v1_url: format!("{}/{}", v1_base.trim_end_matches('/'), query_v1::PATH),
             merchants,
         })
     }
@@ -158,20 +168,24 @@ impl QueryClient {
         let key =
             self.merchants.signing_key(mch_id).ok_or_else(|| QueryError::NoSigningKey(mch_id.as_str().to_owned()))?;
         let pairs = [("mchId", mch_id.as_str()), ("payOrderId", pay_order_id.as_str())];
-        let body = serde_json::json!({
+        let json = serde_json::json!({
             "mchId": mch_id.as_str(),
             "payOrderId": pay_order_id.as_str(),
             "sign": sign::sign_pairs(pairs, key),
         });
-        let url = match version {
-            ApiVersion::V3 => &self.v3_url,
-            ApiVersion::V2 => &self.v2_url,
+        const JSON: &str = "application/json;charset=UTF-8";
+        let (url, content_type, body) = match version {
+            ApiVersion::V3 => (&self.v3_url, JSON, json.to_string()),
+            ApiVersion::V2 => (&self.v2_url, JSON, json.to_string()),
+            ApiVersion::V1 => {
+                (&self.v1_url, "application/x-www-form-urlencoded", query_v1::request_body(mch_id, pay_order_id, key))
+            }
         };
         let mut resp = self
             .http
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json;charset=UTF-8")
-            .body(body.to_string())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
             .send()
             .await
             .map_err(transport)?;
@@ -186,7 +200,10 @@ impl QueryClient {
             bytes.extend_from_slice(&chunk);
         }
         let keys = self.merchants.keys(mch_id.as_str()).unwrap_or_default();
-        parse_response(version, &bytes, keys)
+        match version {
+            ApiVersion::V1 => query_v1::parse_response(&bytes, keys, Some(pay_order_id.as_str())),
+            ApiVersion::V3 | ApiVersion::V2 => parse_response(version, &bytes, keys),
+        }
     }
 }
 
@@ -234,31 +251,29 @@ pub fn is_order_not_found(message: &str) -> bool {
     absent && about_order && !about_merchant
 }
 
-/// Reads a `cc_query` answer: the envelope, then the order object (`retData` for v3, `order`
-/// for v2), whose `sign`, when present, must verify under one of `keys`.
+/// Reads a query answer: for v3/v2 the `cc_query` envelope, then the order object (`retData`
+/// for v3, `order` for v2), whose `sign`, when present, must verify under one of `keys`; for v1
+/// see [`query_v1::parse_response`].
 pub fn parse_response(
     version: ApiVersion,
     body: &[u8],
     keys: &[crate::domain::MerchantKey],
 ) -> Result<QueriedOrder, QueryError> {
+    if version == ApiVersion::V1 {
+        return query_v1::parse_response(body, keys, None);
+    }
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| QueryError::Unparseable(truncate(&e.to_string())))?;
     let message = truncate(envelope.ret_msg.as_deref().unwrap_or_default());
     match envelope.ret_code.as_deref() {
         Some("SUCCESS") => {}
-        Some("FAIL") => {
-            return Err(if is_order_not_found(&message) {
-                QueryError::NotFound(message)
-            } else {
-                QueryError::Fail(message)
-            });
-        }
+        Some("FAIL") => return Err(classify_fail(message)),
         Some(other) => return Err(QueryError::Unparseable(format!("retCode `{}`", truncate(other)))),
         None => return Err(QueryError::Unparseable("no retCode".into())),
     }
     let (raw, member) = match version {
         ApiVersion::V3 => (envelope.ret_data, "retData"),
-        ApiVersion::V2 => (envelope.order, "order"),
+        ApiVersion::V2 | ApiVersion::V1 => (envelope.order, "order"),
     };
     let raw = raw.ok_or_else(|| QueryError::Unparseable(format!("retCode SUCCESS without {member}")))?;
     // Flat and free of duplicate names, like every IOTPay message: the sign covers each field.
@@ -313,7 +328,18 @@ pub fn parse_response(
     Ok(queried)
 }
 
-fn truncate(s: &str) -> String {
+/// A `FAIL` answer's error: "not found" only when its message is about the order
+/// ([`is_order_not_found`]), else inconclusive.
+pub(super) fn classify_fail(message: String) -> QueryError {
+    if is_order_not_found(&message) {
+        QueryError::NotFound(message)
+    } else {
+        QueryError::Fail(message)
+    }
+}
+
+/// At most [`MAX_MESSAGE_LEN`] characters of IOTPay's text.
+pub(super) fn truncate(s: &str) -> String {
     match s.char_indices().nth(MAX_MESSAGE_LEN) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

@@ -1,4 +1,13 @@
 //! IOTPay's MD5 `sign`: canonical string over every non-empty parameter, sorted by name.
+//!
+//! Two sort orders exist. IOTPay's guide says "lexicographic, case-sensitive" (byte order), but
+//! its own PHP code sorts with `ksort(SORT_NATURAL | SORT_FLAG_CASE)`: case-insensitive, digit
+//! runs compared as numbers. They agree for every field IOTPay documents today and differ for
+//! names such as `payment`/`payOrderId` or `param2`/`param10`. A received sign is accepted in
+//! either order (same fields, same values: nothing is weakened); outgoing requests are signed in
+//! the order IOTPay's code uses.
+
+use std::cmp::Ordering;
 
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
@@ -9,10 +18,28 @@ use crate::domain::MerchantKey;
 /// The parameter that carries the signature; it never signs itself.
 pub const SIGN_FIELD: &str = "sign";
 
+/// How names are sorted before signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignOrder {
+    /// Byte (ASCII) order, case-sensitive: what IOTPay's guide documents.
+    Byte,
+    /// PHP's `ksort(SORT_NATURAL | SORT_FLAG_CASE)`: what IOTPay's own code does.
+    Natural,
+}
+
 /// Builds `a=1&b=2` from name/value pairs: drops `sign` and empty values, sorts by name in byte order.
 pub fn canonical<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    canonical_in(SignOrder::Byte, pairs)
+}
+
+/// Builds the canonical string with names sorted in `order`.
+pub fn canonical_in<'a>(order: SignOrder, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut kept: Vec<(&str, &str)> = pairs.into_iter().filter(|(k, v)| *k != SIGN_FIELD && !v.is_empty()).collect();
-    kept.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    match order {
+        SignOrder::Byte => kept.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes())),
+        // Stable: names equal but for case keep their received order, as PHP 8's stable sort does.
+        SignOrder::Natural => kept.sort_by(|a, b| natural_cmp(a.0, b.0)),
+    }
     let mut out = String::with_capacity(kept.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
     for (i, (k, v)) in kept.iter().enumerate() {
         if i > 0 {
@@ -23,6 +50,42 @@ pub fn canonical<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Str
         out.push_str(v);
     }
     out
+}
+
+/// PHP's `strnatcasecmp` (ext/standard/strnatcmp.c) on parameter names: ASCII letters compared
+/// upper-cased (so `_` sorts after letters), digit runs compared as numbers — by length then
+/// digits — unless one starts with `0`, when they are compared digit by digit.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(&x), Some(&y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let end_a = i + a[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let end_b = j + b[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let (run_a, run_b) = (&a[i..end_a], &b[j..end_b]);
+                let ord = if x == b'0' || y == b'0' {
+                    run_a.cmp(run_b)
+                } else {
+                    run_a.len().cmp(&run_b.len()).then_with(|| run_a.cmp(run_b))
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (i, j) = (end_a, end_b);
+            }
+            (Some(&x), Some(&y)) => {
+                let ord = x.to_ascii_uppercase().cmp(&y.to_ascii_uppercase());
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (i, j) = (i + 1, j + 1);
+            }
+        }
+    }
 }
 
 /// Signs a canonical string: upper-case hex MD5 of `canonical&key=KEY`.
@@ -37,23 +100,32 @@ pub fn sign_canonical(canonical: &str, key: &MerchantKey) -> String {
     hex::encode_upper(md5.finalize())
 }
 
-/// Signs name/value pairs as IOTPay does (used for outgoing requests and by the sandbox).
+/// Signs name/value pairs as IOTPay's code does, in [`SignOrder::Natural`] (outgoing requests, the sandbox).
 pub fn sign_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>, key: &MerchantKey) -> String {
-    sign_canonical(&canonical(pairs), key)
+    sign_canonical(&canonical_in(SignOrder::Natural, pairs), key)
 }
 
-/// Signs received parameters, whatever fields they carry.
+/// Signs parameters as IOTPay's code does, whatever fields they carry.
 pub fn sign_params(params: &Params, key: &MerchantKey) -> String {
     sign_pairs(params.sign_pairs(), key)
 }
 
-/// True when `received` (hex, any case) matches the sign under any of `keys`; compared in constant time.
+/// True when `received` (hex, any case) matches the sign under any of `keys`, in byte order or,
+/// only when that fails and the order differs, in natural order; compared in constant time.
 pub fn verify(params: &Params, received: &str, keys: &[MerchantKey]) -> bool {
     let received = received.trim().to_ascii_uppercase();
-    let canonical = canonical(params.sign_pairs());
+    let byte = canonical_in(SignOrder::Byte, params.sign_pairs());
+    if matches_any_key(&byte, &received, keys) {
+        return true;
+    }
+    let natural = canonical_in(SignOrder::Natural, params.sign_pairs());
+    natural != byte && matches_any_key(&natural, &received, keys)
+}
+
+fn matches_any_key(canonical: &str, received: &str, keys: &[MerchantKey]) -> bool {
     // Every key is tried, so timing does not reveal which key (if any) matched.
     keys.iter().fold(false, |matched, key| {
-        let expected = sign_canonical(&canonical, key);
+        let expected = sign_canonical(canonical, key);
         let eq: bool = expected.as_bytes().ct_eq(received.as_bytes()).into();
         matched | eq
     })
@@ -78,15 +150,24 @@ mod tests {
         for v in vectors {
             let name = v["name"].as_str().unwrap();
             let key = MerchantKey::new(v["key"].as_str().unwrap());
-            let body = serde_json::to_vec(&v["fields"]).unwrap();
-            let params = Params::from_json(&body).unwrap();
+            let params = match v["form"].as_str() {
+                Some(form) => Params::from_form(form.as_bytes()).unwrap(),
+                None => Params::from_json(&serde_json::to_vec(&v["fields"]).unwrap()).unwrap(),
+            };
             assert_eq!(
                 canonical(params.sign_pairs()),
                 v["canonical_without_key"].as_str().unwrap(),
                 "canonical string of vector {name}"
             );
+            if let Some(natural) = v["natural_canonical_without_key"].as_str() {
+                assert_eq!(canonical_in(SignOrder::Natural, params.sign_pairs()), natural, "natural order of {name}");
+            }
             let expected = v["sign"].as_str().unwrap();
-            assert_eq!(sign_params(&params, &key), expected, "sign of vector {name}");
+            let signed_in = match v["sign_order"].as_str() {
+                Some("natural") => v["natural_canonical_without_key"].as_str().unwrap(),
+                _ => v["canonical_without_key"].as_str().unwrap(),
+            };
+            assert_eq!(sign_canonical(signed_in, &key), expected, "sign of vector {name}");
             assert!(verify(&params, expected, std::slice::from_ref(&key)), "verify {name}");
             assert!(
                 verify(&params, &expected.to_ascii_lowercase(), std::slice::from_ref(&key)),
@@ -140,5 +221,53 @@ mod tests {
         assert!(verify(&p, &s, &[old.clone(), new]));
         assert!(!verify(&p, &s, &[old]));
         assert!(!verify(&p, "", &[MerchantKey::new("x")]));
+    }
+
+    #[test]
+    fn natural_order_is_phps_case_insensitive_natural_sort() {
+        use std::cmp::Ordering::*;
+        let cases = [
+            ("param2", "param10", Less),
+            ("payment", "payOrderId", Less),
+            ("ab", "a_b", Less),
+            ("x9", "x10", Less),
+            ("x01", "x1", Less),
+            ("x007", "x07", Less),
+            ("amount", "Amount", Equal),
+            ("mchId", "mchOrderNo", Less),
+            ("sign", "signType", Less),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(natural_cmp(a, b), expected, "{a} vs {b}");
+            assert_eq!(natural_cmp(b, a), expected.reverse(), "{b} vs {a}");
+        }
+        // Where the two orders disagree: the test below relies on it.
+        assert_eq!(canonical([("payment", "1"), ("payOrderId", "2")]), "payOrderId=2&payment=1");
+        assert_eq!(canonical_in(SignOrder::Natural, [("payOrderId", "2"), ("payment", "1")]), "payment=1&payOrderId=2");
+        assert_eq!(canonical([("param2", "b"), ("param10", "a")]), "param10=a&param2=b");
+        assert_eq!(canonical_in(SignOrder::Natural, [("param10", "a"), ("param2", "b")]), "param2=b&param10=a");
+    }
+
+    #[test]
+    fn a_sign_in_either_order_verifies_and_nothing_else_does() {
+        let key = MerchantKey::new("k-orders");
+        let p = Params::from_form(b"payment=1&payOrderId=P1&param10=a&param2=b&mchId=7").unwrap();
+        let byte = canonical_in(SignOrder::Byte, p.sign_pairs());
+        let natural = canonical_in(SignOrder::Natural, p.sign_pairs());
+        assert_ne!(byte, natural, "the case must be one where the orders differ");
+        let by_byte = sign_canonical(&byte, &key);
+        let by_natural = sign_canonical(&natural, &key);
+        assert!(verify(&p, &by_byte, std::slice::from_ref(&key)), "byte order (the guide)");
+        assert!(verify(&p, &by_natural, std::slice::from_ref(&key)), "natural order (IOTPay's PHP)");
+        assert_eq!(sign_params(&p, &key), by_natural, "outgoing signs use IOTPay's order");
+        // Any other order of the same pairs is not a valid sign.
+        let mut reversed: Vec<&str> = byte.split('&').collect();
+        reversed.reverse();
+        assert!(!verify(&p, &sign_canonical(&reversed.join("&"), &key), std::slice::from_ref(&key)));
+        // Tampering fails in both orders.
+        let tampered = Params::from_form(b"payment=1&payOrderId=P1&param10=a&param2=c&mchId=7").unwrap();
+        assert!(!verify(&tampered, &by_byte, std::slice::from_ref(&key)));
+        assert!(!verify(&tampered, &by_natural, std::slice::from_ref(&key)));
+        assert!(!verify(&p, &by_natural, &[MerchantKey::new("other")]));
     }
 }

@@ -30,6 +30,7 @@ pub enum Decision {
 /// - `*.succeeded` events: status 2 or 3 confirms, 9 rejects.
 /// - `*.failed` events: status 9 confirms the failure (the row stays `payment.failed` /
 ///   `refund.failed`: never a success); 2 or 3 rejects it (IOTPay says it succeeded).
+/// - v1 (general API) only: status 4 (cancelled by the system) counts as 9 (cancelled by the payer).
 /// - status 0, 1 or any other value: retry.
 /// - `transaction.unrecognized`: never confirmed.
 pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -> Decision {
@@ -45,10 +46,13 @@ pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -
     if let Some(reason) = contradiction(event, event_type, order) {
         return Decision::Rejected(reason);
     }
+    let v1_cancelled = order.api_version == ApiVersion::V1 && order.status == 4;
     match (event_type.is_success(), order.status) {
         (_, 0) => Decision::Retry("IOTPay reports status 0 (pending)".into()),
         (_, 1) => Decision::Retry("IOTPay reports status 1 (unknown)".into()),
         (true, 2 | 3) | (false, 9) => Decision::Confirmed,
+        (false, 4) if v1_cancelled => Decision::Confirmed,
+        (true, 4) if v1_cancelled => Decision::Rejected("IOTPay reports status 4 (cancelled by the system)".into()),
         (true, 9) => Decision::Rejected("IOTPay reports status 9 (failed)".into()),
         (false, s @ (2 | 3)) => {
             Decision::Rejected(format!("IOTPay reports status {s} (succeeded) but the notification reported a failure"))
@@ -105,6 +109,9 @@ fn contradiction(event: &ClaimedEvent, event_type: EventType, order: &QueriedOrd
                 );
             }
         }
+        // v1 has no payType and no refunds; its mchId, mchOrderNo, amount and currency, required
+        // in every v1 answer, were compared above.
+        ApiVersion::V1 => {}
         ApiVersion::V2 => {
             // A v2 notification is always a payment: an order that IOTPay calls a refund, or
             // that refunds another order, contradicts it. Other v2 payType values are undocumented.
@@ -311,6 +318,40 @@ mod tests {
         assert!(matches!(at(&e), Decision::Retry(_)), "three checks, but too young");
         e.age_secs = 600;
         rejected(at(&e), "order unknown to IOTPay: x (on 3 checks over 600s)");
+    }
+
+    #[test]
+    fn v1_rules() {
+        let mut e = event("payment.succeeded");
+        (e.api_version, e.pay_type, e.pay_order_id) = ("v1".into(), None, "WJ1".into());
+        assert_eq!(decide(&e, &Ok(order_for(&e, 2))), Decision::Confirmed);
+        assert_eq!(decide(&e, &Ok(order_for(&e, 3))), Decision::Confirmed);
+        rejected(decide(&e, &Ok(order_for(&e, 4))), "status 4 (cancelled by the system)");
+        rejected(decide(&e, &Ok(order_for(&e, 9))), "status 9");
+        for pending in [0, 1] {
+            assert!(matches!(decide(&e, &Ok(order_for(&e, pending))), Decision::Retry(_)), "status {pending}");
+        }
+        assert!(matches!(decide(&e, &Ok(order_for(&e, 7))), Decision::Retry(_)), "unknown status");
+        for (field, change) in [
+            ("amount", (|o: &mut QueriedOrder| o.amount = Some(15000)) as fn(&mut QueriedOrder)),
+            ("currency", |o| o.currency = Some("CNY".into())),
+            ("mch_order_no", |o| o.mch_order_no = Some("other".into())),
+            ("mch_id", |o| o.mch_id = Some("999".into())),
+            ("pay_order_id", |o| o.pay_order_id = "WJ2".into()),
+        ] {
+            let mut o = order_for(&e, 2);
+            change(&mut o);
+            rejected(decide(&e, &Ok(o)), field);
+        }
+        // A v1 payment IOTPay calls failed is confirmed only as that failure.
+        let mut failed = e.clone();
+        failed.event_type = "payment.failed".into();
+        assert_eq!(decide(&failed, &Ok(order_for(&failed, 4))), Decision::Confirmed);
+        assert_eq!(decide(&failed, &Ok(order_for(&failed, 9))), Decision::Confirmed);
+        rejected(decide(&failed, &Ok(order_for(&failed, 2))), "succeeded");
+        // Status 4 keeps its old meaning (unknown: retry) for the card APIs.
+        let v3 = event("payment.succeeded");
+        assert!(matches!(decide(&v3, &Ok(order_for(&v3, 4))), Decision::Retry(_)));
     }
 
     #[test]

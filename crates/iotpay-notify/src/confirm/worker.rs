@@ -54,6 +54,7 @@ impl Confirmer {
         let client = QueryClient::new(
             &config.v3_api_url,
             &config.v2_api_url,
+            &config.v1_api_url,
             Arc::new(config.merchants.clone()),
             config.confirm.timeouts(),
         )?;

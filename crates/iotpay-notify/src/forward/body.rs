@@ -25,7 +25,7 @@ pub struct EventData {
     pub event_id: String,
     /// Same as the body's `type`.
     pub event_type: String,
-    /// `v3` or `v2`.
+    /// `v3`, `v2` or `v1`.
     pub api_version: String,
     /// Merchant id.
     pub mch_id: String,
@@ -61,9 +61,11 @@ pub struct EventData {
     pub auth_num: Option<String>,
     /// Processor transaction number (v3 `transNum`, v2 `transId`).
     pub trans_num: Option<String>,
-    /// `paySuccTime` exactly as IOTPay sent it (no zone).
+    /// WeChat Pay's / Alipay's own transaction number (v1 `channelOrderNo`).
+    pub channel_order_no: Option<String>,
+    /// `paySuccTime` exactly as IOTPay sent it (v3/v2: no zone; v1: milliseconds since the epoch).
     pub pay_succ_time: Option<String>,
-    /// `paySuccTime` resolved in `IOTPAY_TIME_ZONE`, RFC 3339 UTC.
+    /// `paySuccTime` as RFC 3339 UTC (v3/v2: resolved in `IOTPAY_TIME_ZONE`).
     pub pay_succ_at: Option<String>,
     /// When the first notification was stored.
     pub created_at: String,
@@ -103,6 +105,7 @@ impl ForwardedEvent {
                 invoice_num: e.invoice_num.clone(),
                 auth_num: e.auth_num.clone(),
                 trans_num: e.trans_num.clone(),
+                channel_order_no: e.channel_order_no.clone(),
                 pay_succ_time: e.pay_succ_time_raw.clone(),
                 pay_succ_at: e.pay_succ_at.map(rfc3339),
                 created_at: rfc3339(e.created_at),
@@ -146,6 +149,7 @@ mod tests {
             invoice_num: None,
             auth_num: None,
             trans_num: Some("T2".into()),
+            channel_order_no: None,
             created_at: t,
             confirmed_at: Some(t + chrono::Duration::seconds(2)),
         }

@@ -95,7 +95,7 @@ async fn on_probation(ingest: &Ingest, request: Request) -> Result<Request, Resp
     let Ok(Ok(bytes)) = tokio::time::timeout(PROBATION_READ_TIMEOUT, read).await else {
         return Err(refuse(GuardError::RateLimited));
     };
-    if !ingest.signed_by_configured_key(&parts.headers, &bytes) {
+    if !ingest.signed_by_configured_key(&parts.headers, &bytes, parts.uri.query().unwrap_or_default().as_bytes()) {
         return Err(refuse(GuardError::RateLimited));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))

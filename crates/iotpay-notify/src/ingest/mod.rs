@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 
 use crate::config::Merchants;
+use crate::domain::ApiVersion;
 use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
 use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
@@ -185,15 +186,18 @@ impl Ingest {
 
     /// True when `body` parses and its sign verifies under a key of its merchant: the one test
     /// an address out of failure budget must pass.
-    pub fn signed_by_configured_key(&self, headers: &HeaderMap, body: &[u8]) -> bool {
-        BodyKind::from_headers(headers, body).is_ok_and(|kind| self.verified(kind, body).is_ok())
+    pub fn signed_by_configured_key(&self, headers: &HeaderMap, body: &[u8], query: &[u8]) -> bool {
+        BodyKind::from_headers(headers, body).is_ok_and(|kind| self.verified(kind, body, query).is_ok())
     }
 
     /// Parses `body` and verifies its sign under one of its merchant's keys.
-    fn verified(&self, kind: BodyKind, body: &[u8]) -> Result<Params, IngestError> {
+    fn verified(&self, kind: BodyKind, body: &[u8], query: &[u8]) -> Result<Params, IngestError> {
+        // IOTPay's v1 platform sends its pairs in the query string as well as (or instead of)
+        // the form body; a JSON body (v3) is the whole notification.
+        let body_blank = body.iter().all(u8::is_ascii_whitespace);
         let params = match kind {
-            BodyKind::Json => Params::from_json(body)?,
-            BodyKind::Form => Params::from_form(body)?,
+            BodyKind::Json if !body_blank || query.is_empty() => Params::from_json(body)?,
+            BodyKind::Json | BodyKind::Form => Params::from_form_and_query(body, query)?,
         };
         let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
         if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -213,22 +217,24 @@ impl Ingest {
     }
 
     /// Parses, verifies and stores one notification; returns only after the commit.
+    ///
+    /// `query` is the URL's query string: IOTPay's v1 platform sends its pairs there as well as in
+    /// the form body (or only there). It is read with form bodies and empty bodies; a JSON body
+    /// (v3) is the whole notification, as before.
     pub async fn accept(
         &self,
         kind: BodyKind,
         body: &[u8],
+        query: Option<&str>,
         remote_addr: Option<IpAddr>,
     ) -> Result<Accepted, IngestError> {
         let _in_progress = self.pressure.enter();
-        let mut params = self.verified(kind, body)?;
+        let mut params = self.verified(kind, body, query.unwrap_or_default().as_bytes())?;
         // Masking happens after verification (the sign covers what was sent) and before
         // anything is stored or logged.
         iotpay::mask_card_numbers(&mut params);
         let notification = Notification::from_params(&params)?;
-        let pay_succ_at = notification
-            .pay_succ_time
-            .as_deref()
-            .and_then(|raw| iotpay::notification::resolve_time(raw, &self.time_zone));
+        let pay_succ_at = notification.pay_succ_at(&self.time_zone);
         let new = NewNotification {
             notification: notification.clone(),
             fields: params.to_json(),
@@ -243,18 +249,19 @@ impl Ingest {
     }
 }
 
-/// `POST /iotpay/notify`: answers `SUCCESS` only once the notification is committed. The
-/// source was admitted by [`gate::gate`] before the body was read.
+/// `POST /iotpay/notify`: answers `SUCCESS` (v1: `success`) only once the notification is
+/// committed. The source was admitted by [`gate::gate`] before the body was read.
 pub async fn notify(
     State(ingest): State<Ingest>,
     Extension(Admitted { ip: client }): Extension<Admitted>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let result = match body {
         Ok(body) => match BodyKind::from_headers(&headers, &body) {
-            Ok(kind) => ingest.accept(kind, &body, Some(client)).await,
+            Ok(kind) => ingest.accept(kind, &body, query.as_deref(), Some(client)).await,
             Err(e) => Err(e),
         },
         Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
@@ -291,7 +298,7 @@ pub async fn notify(
                 latency_ms,
                 "notification accepted"
             );
-            (StatusCode::OK, "SUCCESS").into_response()
+            (StatusCode::OK, acknowledgement(a.notification.api_version)).into_response()
         }
         Err(e) => {
             let status = e.status();
@@ -316,6 +323,15 @@ pub fn loggable(text: &str) -> String {
     match text.char_indices().nth(MAX_LOGGED_CHARS) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+/// The body IOTPay's platform waits for before it stops re-sending: the card APIs want
+/// `SUCCESS`, the general API (v1) `success`.
+pub fn acknowledgement(version: ApiVersion) -> &'static str {
+    match version {
+        ApiVersion::V3 | ApiVersion::V2 => "SUCCESS",
+        ApiVersion::V1 => iotpay::v1::ACK,
     }
 }
 

@@ -82,16 +82,18 @@ pub async fn record_batch(pool: &PgPool, batch: &[NewNotification]) -> Result<Ve
             INSERT INTO payment_events (
                 event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, original_order_id,
                 amount, currency, iotpay_status, pay_type, refundable, pay_succ_time_raw, pay_succ_at,
-                card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, notification_count)
+                card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, channel_order_no,
+                notification_count)
             SELECT event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, original_order_id,
                    amount, currency, iotpay_status, pay_type, refundable, pay_succ_time_raw, pay_succ_at,
-                   card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, repeats
+                   card_num, card_type, expiry_date, channel, invoice_num, auth_num, trans_num, channel_order_no,
+                   repeats
             FROM jsonb_to_recordset($1) AS r(
                 event_id text, event_type text, api_version text, mch_id text, mch_order_no text,
                 pay_order_id text, original_order_id text, amount bigint, currency text,
                 iotpay_status integer, pay_type text, refundable bigint, pay_succ_time_raw text,
                 pay_succ_at timestamptz, card_num text, card_type text, expiry_date text, channel text,
-                invoice_num text, auth_num text, trans_num text, repeats integer)
+                invoice_num text, auth_num text, trans_num text, channel_order_no text, repeats integer)
             ORDER BY event_id
             ON CONFLICT (event_id) DO UPDATE
                SET notification_count = payment_events.notification_count + EXCLUDED.notification_count,
@@ -166,6 +168,7 @@ fn event_row(id: &EventId, new: &NewNotification, repeats: i32) -> serde_json::V
         "invoice_num": n.invoice_num,
         "auth_num": n.auth_num,
         "trans_num": n.trans_num,
+        "channel_order_no": n.channel_order_no,
         "repeats": repeats,
     })
 }

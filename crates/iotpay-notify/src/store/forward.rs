@@ -12,7 +12,7 @@ pub struct EventRow {
     pub event_id: String,
     /// `payment.succeeded`, ...
     pub event_type: String,
-    /// `v3` or `v2`.
+    /// `v3`, `v2` or `v1`.
     pub api_version: String,
     /// Merchant id.
     pub mch_id: String,
@@ -52,6 +52,8 @@ pub struct EventRow {
     pub auth_num: Option<String>,
     /// Processor transaction number.
     pub trans_num: Option<String>,
+    /// v1: WeChat Pay's / Alipay's own transaction number.
+    pub channel_order_no: Option<String>,
     /// First stored.
     pub created_at: DateTime<Utc>,
     /// Confirmed.
@@ -121,8 +123,8 @@ pub async fn claim(
                   e.event_id, e.event_type, e.api_version, e.mch_id, e.mch_order_no, e.pay_order_id,
                   e.original_order_id, e.amount, e.currency, e.status, e.iotpay_status, e.pay_type,
                   e.refundable, e.pay_succ_time_raw, e.pay_succ_at, e.card_num, e.card_type,
-                  e.expiry_date, e.channel, e.invoice_num, e.auth_num, e.trans_num, e.created_at,
-                  e.confirmed_at
+                  e.expiry_date, e.channel, e.invoice_num, e.auth_num, e.trans_num, e.channel_order_no,
+                  e.created_at, e.confirmed_at
         "#,
     )
     .bind(endpoint)
