@@ -132,8 +132,7 @@ pub struct App {
 impl App {
     /// Binds `config.listen_addr` (port 0 picks a free port) and builds the state.
     pub async fn bind(config: &Config, pool: PgPool) -> std::io::Result<Self> {
-        let zone = jiff::tz::TimeZone::get(&config.iotpay_time_zone)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let zone = config.iotpay_time_zone.clone();
         let ingest = Ingest::new(
             pool.clone(),
             Arc::new(config.merchants.clone()),

@@ -102,7 +102,7 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
         addr = %running.addr(),
         admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
         merchants = config.merchants.ids().count(),
-        time_zone = %config.iotpay_time_zone,
+        time_zone = config.iotpay_time_zone.iana_name().unwrap_or("-"),
         "serving"
     );
     let signal = shutdown.clone();

@@ -94,7 +94,7 @@ pub struct Config {
     /// Retry schedule, timeout and concurrency of forwarding (`FORWARD_*`).
     pub forward: crate::forward::ForwardSettings,
     /// Zone of IOTPay's zone-less `paySuccTime`.
-    pub iotpay_time_zone: String,
+    pub iotpay_time_zone: crate::iotpay::TimeZone,
     /// Longest time a notification may wait for its database commit before answering 503.
     pub store_timeout: Duration,
     /// Allowlist, trusted proxies and failure budget of the notify route.
@@ -126,7 +126,7 @@ impl std::fmt::Debug for Config {
             .field("forward_urls", &forward_urls)
             .field("forward_secret", &self.forward_secret)
             .field("forward", &self.forward)
-            .field("iotpay_time_zone", &self.iotpay_time_zone)
+            .field("iotpay_time_zone", &self.iotpay_time_zone.iana_name())
             .field("store_timeout", &self.store_timeout)
             .field("guard", &self.guard)
             .field("request_timeout", &self.request_timeout)
@@ -200,8 +200,9 @@ impl Config {
         if !forward_urls.is_empty() && forward_secret.is_none() {
             return Err(ConfigError::Missing("FORWARD_SECRET"));
         }
-        let iotpay_time_zone = var("IOTPAY_TIME_ZONE").unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
-        jiff::tz::TimeZone::get(&iotpay_time_zone)
+        // Parsed once here: the rest of the service holds the zone, never its name.
+        let zone_name = var("IOTPAY_TIME_ZONE").unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
+        let iotpay_time_zone = crate::iotpay::TimeZone::get(&zone_name)
             .map_err(|_| invalid("IOTPAY_TIME_ZONE", "unknown IANA time zone"))?;
         let log_format = match var("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,

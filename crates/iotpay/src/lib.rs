@@ -14,6 +14,8 @@ pub mod query_v1;
 pub mod sign;
 pub mod v1;
 
+/// An IANA time zone: IOTPay's card APIs send `paySuccTime` without one.
+pub use jiff::tz::TimeZone;
 pub use merchants::Merchants;
 pub use notification::{detect_version, mask_card_numbers, Notification, NotificationError};
 pub use params::{ParamValue, Params, ParamsError};

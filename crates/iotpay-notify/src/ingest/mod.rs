@@ -151,7 +151,7 @@ pub struct Accepted {
 pub struct Ingest {
     batcher: Batcher,
     merchants: Arc<Merchants>,
-    time_zone: jiff::tz::TimeZone,
+    time_zone: crate::iotpay::TimeZone,
     store_timeout: Duration,
     guard: Arc<Guard>,
     probation: Probation,
@@ -163,7 +163,7 @@ impl Ingest {
     pub fn new(
         pool: PgPool,
         merchants: Arc<Merchants>,
-        time_zone: jiff::tz::TimeZone,
+        time_zone: crate::iotpay::TimeZone,
         store_timeout: Duration,
         batch: BatchSettings,
         guard: Guard,
