@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
+use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::admin::AdminApp;
 use iotpay_notify::app::App;
-use iotpay_devtools::testing::TestDatabase;
 use reqwest::{RequestBuilder, Response};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -39,7 +39,10 @@ impl Admin {
         env.extend_from_slice(extra);
         let config = test_config(&db.url(), &env);
         let app = App::bind(&config, db.pool.clone()).await.expect("bind public");
-        let admin = AdminApp::bind(&config, db.pool.clone(), app.readiness(), app.health()).await.expect("tokens set").expect("bind");
+        let admin = AdminApp::bind(&config, db.pool.clone(), app.readiness(), app.health())
+            .await
+            .expect("tokens set")
+            .expect("bind");
         let (public, admin_addr) = (app.local_addr(), admin.local_addr());
         let stop = CancellationToken::new();
         let (a, b) = (stop.clone(), stop.clone());

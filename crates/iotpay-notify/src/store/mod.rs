@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod events;
 pub mod forward;
 pub mod group_commit;
+pub mod occupancy;
 pub mod ops;
 pub mod orphans;
 
