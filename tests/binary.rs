@@ -34,6 +34,25 @@ fn missing_variable_is_named_in_one_line() {
     assert!(err.contains("IOTPAY_MERCHANTS") && !err.contains("SECRETKEY123"), "{err}");
 }
 
+#[test]
+fn misconfigurations_exit_2_naming_the_variable() {
+    let cases = [
+        // A swapped pair, and the placeholder of .env.example / docker-compose.yml.
+        ("postgres://u@127.0.0.1/db", "supersecretkey123:10000701", "IOTPAY_MERCHANTS", "supersecretkey123"),
+        ("postgres://u@127.0.0.1/db", "10000701:replace-with-your-merchant-key", "IOTPAY_MERCHANTS", "\n\n"),
+        // libpq would fall back to the Unix socket and a database named after the OS user.
+        ("postgres://", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D", "DATABASE_URL", "7C1B0D3E"),
+        ("postgres://u:hunter2@127.0.0.1", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D", "DATABASE_URL", "hunter2"),
+    ];
+    for (url, merchants, var, secret) in cases {
+        let out = binary().arg("serve").env("DATABASE_URL", url).env("IOTPAY_MERCHANTS", merchants).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url} {merchants}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(var) && !err.contains(secret), "{err}");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -90,6 +109,10 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
     }
     let lines: Vec<serde_json::Value> =
         logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"))).collect();
+    let serving = lines.iter().find(|l| l["message"] == "serving").expect("a start line");
+    assert_eq!(serving["merchants"], format!("{MCH},{OTHER_MCH}"), "each merchant id, never a key");
+    let database = serving["database"].as_str().unwrap();
+    assert!(database.starts_with("127.0.0.1:5432/iotpay_test_") || database.contains("/iotpay_test_"), "{database}");
     let accepted =
         lines.iter().find(|l| l["message"] == "notification accepted").expect("a log line for the notification");
     assert_eq!(accepted["mch_id"], MCH);

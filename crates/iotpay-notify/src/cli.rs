@@ -89,19 +89,30 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The configured merchant ids, sorted, for the start log line (never their keys).
+fn merchant_ids(config: &Config) -> String {
+    let mut ids: Vec<&str> = config.merchants.ids().map(|id| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.join(",")
+}
+
 async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init_logs(config.log_format);
     let pool = store::connect_lazy(&config.database_url, config.database_max_connections)?;
     if !no_migrate {
-        store::migrate(&pool).await.context("applying migrations (is the database reachable?)")?;
+        let target = crate::config::database_target(&config.database_url);
+        store::migrate(&pool)
+            .await
+            .with_context(|| format!("applying migrations on {target} (is the database reachable?)"))?;
     }
     let shutdown = CancellationToken::new();
     let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
     tracing::info!(
         addr = %running.addr(),
         admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
-        merchants = config.merchants.ids().count(),
+        database = %crate::config::database_target(&config.database_url),
+        merchants = %merchant_ids(&config),
         time_zone = %config.iotpay_time_zone,
         "serving"
     );
