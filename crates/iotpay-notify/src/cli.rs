@@ -29,6 +29,16 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::EventsCommand,
     },
+    /// Probe a running service's readiness: exit 0 when the URL answers 200, 1 otherwise (for
+    /// container healthchecks: the slim image has no curl).
+    Healthcheck {
+        /// The readiness URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Operate on forward deliveries (needs only DATABASE_URL).
     Deliveries {
         /// What to do.
@@ -83,6 +93,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             store::migrate(&pool).await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Healthcheck { url, timeout } => {
+            crate::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await
         }
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod confirm;
 pub mod forward;
 pub mod health;
+pub mod healthcheck;
 pub mod ingest;
 pub mod ops;
 pub mod ops_orphans;
