@@ -29,6 +29,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::EventsCommand,
     },
+    /// Delete notifications and delivery attempts of final events older than an age (retention).
+    Prune(crate::ops_prune::PruneArgs),
     /// Probe a running service's readiness: exit 0 when the URL answers 200, 1 otherwise (for
     /// container healthchecks: the slim image has no curl).
     Healthcheck {
@@ -97,6 +99,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Healthcheck { url, timeout } => {
             crate::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await
         }
+        Command::Prune(args) => crate::ops_prune::run(args).await,
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
     }

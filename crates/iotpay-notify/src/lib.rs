@@ -21,6 +21,7 @@ pub mod healthcheck;
 pub mod ingest;
 pub mod ops;
 pub mod ops_orphans;
+pub mod ops_prune;
 pub mod pressure;
 pub mod readiness;
 pub mod redact;
