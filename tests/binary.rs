@@ -119,7 +119,13 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
     assert_eq!(accepted["pay_order_id"], "PBIN");
     assert_eq!(accepted["outcome"], "stored");
     assert!(accepted["latency_ms"].is_number());
-    assert!(lines.iter().any(|l| l["outcome"] == "bad_sign"));
+    let bad = lines.iter().find(|l| l["outcome"] == "bad_sign").expect("a bad_sign line");
+    assert_eq!(bad["mch_id"], MCH, "a bad sign names the merchant it claims");
+    for l in lines.iter().filter(|l| l["latency_ms"].is_number()) {
+        let text = l["latency_ms"].to_string();
+        assert!(text.split('.').nth(1).is_none_or(|d| d.len() <= 3), "latency_ms rounded to µs: {text}");
+    }
+    assert!(!logs.contains("already exists, skipping"), "the migrations NOTICE is not logged");
 }
 
 fn uuid_like() -> String {
