@@ -53,6 +53,58 @@ fn misconfigurations_exit_2_naming_the_variable() {
     }
 }
 
+#[test]
+fn serve_says_what_failed_once() {
+    let merchants = "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D";
+    // The port is taken: refused before the database is touched (it is unreachable here).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let started = Instant::now();
+    let out = binary()
+        .arg("serve")
+        .env("DATABASE_URL", format!("postgres://u@127.0.0.1:{closed}/db"))
+        .env("IOTPAY_MERCHANTS", merchants)
+        .env("LISTEN_ADDR", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("LISTEN_ADDR") && err.matches("in use").count() == 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast, before any database wait");
+
+    // The database refuses connections: said so, not "pool timed out".
+    let out = binary()
+        .arg("serve")
+        .env("DATABASE_URL", format!("postgres://u@127.0.0.1:{closed}/db"))
+        .env("IOTPAY_MERCHANTS", merchants)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("connection refused") && !err.contains("timed out"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_named_once() {
+    let db = TestDatabase::create().await;
+    let missing = db.url().replace("iotpay_test_", "iotpay_missing_");
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .arg("migrate")
+            .env("DATABASE_URL", missing)
+            .env("IOTPAY_MERCHANTS", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -74,7 +74,7 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: it panics when stderr is a closed pipe, and the exit code matters more.
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e:#}\n").as_bytes());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {}\n", one_line(&e)).as_bytes());
             if e.downcast_ref::<crate::config::ConfigError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -84,6 +84,23 @@ where
     }
 }
 
+/// The error and its causes on one line, each said once: sqlx and std errors repeat their
+/// source's text in their own (`Address already in use (os error 98): Address already in use ...`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -91,6 +108,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate => {
             let config = Config::from_env()?;
             telemetry::init_logs(config.log_format);
+            let target = crate::config::database_target(&config.database_url);
+            store::reach::probe(&config.database_url)
+                .await
+                .with_context(|| format!("cannot reach the database at {target}"))?;
             let pool = store::connect_lazy(&config.database_url, 2)?;
             store::migrate(&pool).await.context("applying migrations")?;
             tracing::info!("migrations applied");
@@ -116,8 +137,17 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init_logs(config.log_format);
     let pool = store::connect_lazy(&config.database_url, config.database_max_connections)?;
+    // The port first: a second instance on the same port fails at once, before touching the
+    // database. (Released here and bound again by the service a moment later.)
+    drop(
+        std::net::TcpListener::bind(config.listen_addr)
+            .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.listen_addr))?,
+    );
     if !no_migrate {
         let target = crate::config::database_target(&config.database_url);
+        store::reach::probe(&config.database_url)
+            .await
+            .with_context(|| format!("cannot reach the database at {target}"))?;
         store::migrate(&pool)
             .await
             .with_context(|| format!("applying migrations on {target} (is the database reachable?)"))?;

@@ -9,6 +9,7 @@ pub mod group_commit;
 pub mod occupancy;
 pub mod ops;
 pub mod orphans;
+pub mod reach;
 pub mod retention;
 
 use std::time::Duration;
