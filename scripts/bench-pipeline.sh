@@ -34,7 +34,7 @@ psql "$SERVER/postgres" -qc "CREATE DATABASE $DB" >/dev/null
 
 # A throwaway secret for this run only (32 random bytes).
 FORWARD_SECRET="whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-export DATABASE_URL="$SERVER/$DB" IOTPAY_MERCHANTS="10000701:BENCHKEY0000000000000000000000" \
+export DATABASE_URL="$SERVER/$DB" IOTPAY_MERCHANTS="10000701:BENCHKEY000000000000000000000000" \
        LISTEN_ADDR="127.0.0.1:$PORT" RUST_LOG="${RUST_LOG:-warn}" FORWARD_SECRET \
        IOTPAY_V3_API_URL="http://$SANDBOX/v3" IOTPAY_V2_API_URL="http://$SANDBOX/v2" \
        FORWARD_URLS="http://$SINK/webhook"

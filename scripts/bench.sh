@@ -33,7 +33,7 @@ psql "$SERVER/postgres" -qc "CREATE DATABASE $DB" >/dev/null
 # The confirmation worker runs as in production, but its queries go to a closed local port (they
 # fail at once and the event is rescheduled): nothing leaves the machine, and the ingest figures
 # include the worker's claims and decisions competing for the same database.
-export DATABASE_URL="$SERVER/$DB" IOTPAY_MERCHANTS="10000701:BENCHKEY0000000000000000000000" \
+export DATABASE_URL="$SERVER/$DB" IOTPAY_MERCHANTS="10000701:BENCHKEY000000000000000000000000" \
        LISTEN_ADDR="127.0.0.1:$PORT" RUST_LOG=warn DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-16}" \
        IOTPAY_V3_API_URL="${IOTPAY_V3_API_URL:-http://127.0.0.1:9/v3}" IOTPAY_V2_API_URL="${IOTPAY_V2_API_URL:-http://127.0.0.1:9/v2}"
 $BIN serve >"/tmp/iotpay-bench-serve.log" 2>&1 &

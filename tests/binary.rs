@@ -34,6 +34,77 @@ fn missing_variable_is_named_in_one_line() {
     assert!(err.contains("IOTPAY_MERCHANTS") && !err.contains("SECRETKEY123"), "{err}");
 }
 
+#[test]
+fn misconfigurations_exit_2_naming_the_variable() {
+    let cases = [
+        // A swapped pair, and the placeholder of .env.example / docker-compose.yml.
+        ("postgres://u@127.0.0.1/db", "supersecretkey123:10000701", "IOTPAY_MERCHANTS", "supersecretkey123"),
+        ("postgres://u@127.0.0.1/db", "10000701:replace-with-your-merchant-key", "IOTPAY_MERCHANTS", "\n\n"),
+        // libpq would fall back to the Unix socket and a database named after the OS user.
+        ("postgres://", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D", "DATABASE_URL", "7C1B0D3E"),
+        ("postgres://u:hunter2@127.0.0.1", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D", "DATABASE_URL", "hunter2"),
+    ];
+    for (url, merchants, var, secret) in cases {
+        let out = binary().arg("serve").env("DATABASE_URL", url).env("IOTPAY_MERCHANTS", merchants).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url} {merchants}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(var) && !err.contains(secret), "{err}");
+    }
+}
+
+#[test]
+fn serve_says_what_failed_once() {
+    let merchants = "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D";
+    // The port is taken: refused before the database is touched (it is unreachable here).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let started = Instant::now();
+    let out = binary()
+        .arg("serve")
+        .env("DATABASE_URL", format!("postgres://u@127.0.0.1:{closed}/db"))
+        .env("IOTPAY_MERCHANTS", merchants)
+        .env("LISTEN_ADDR", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("LISTEN_ADDR") && err.matches("in use").count() == 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast, before any database wait");
+
+    // The database refuses connections: said so, not "pool timed out".
+    let out = binary()
+        .arg("serve")
+        .env("DATABASE_URL", format!("postgres://u@127.0.0.1:{closed}/db"))
+        .env("IOTPAY_MERCHANTS", merchants)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("connection refused") && !err.contains("timed out"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_named_once() {
+    let db = TestDatabase::create().await;
+    let missing = db.url().replace("iotpay_test_", "iotpay_missing_");
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .arg("migrate")
+            .env("DATABASE_URL", missing)
+            .env("IOTPAY_MERCHANTS", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -90,13 +161,23 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
     }
     let lines: Vec<serde_json::Value> =
         logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"))).collect();
+    let serving = lines.iter().find(|l| l["message"] == "serving").expect("a start line");
+    assert_eq!(serving["merchants"], format!("{MCH},{OTHER_MCH}"), "each merchant id, never a key");
+    let database = serving["database"].as_str().unwrap();
+    assert!(database.starts_with("127.0.0.1:5432/iotpay_test_") || database.contains("/iotpay_test_"), "{database}");
     let accepted =
         lines.iter().find(|l| l["message"] == "notification accepted").expect("a log line for the notification");
     assert_eq!(accepted["mch_id"], MCH);
     assert_eq!(accepted["pay_order_id"], "PBIN");
     assert_eq!(accepted["outcome"], "stored");
     assert!(accepted["latency_ms"].is_number());
-    assert!(lines.iter().any(|l| l["outcome"] == "bad_sign"));
+    let bad = lines.iter().find(|l| l["outcome"] == "bad_sign").expect("a bad_sign line");
+    assert_eq!(bad["mch_id"], MCH, "a bad sign names the merchant it claims");
+    for l in lines.iter().filter(|l| l["latency_ms"].is_number()) {
+        let text = l["latency_ms"].to_string();
+        assert!(text.split('.').nth(1).is_none_or(|d| d.len() <= 3), "latency_ms rounded to µs: {text}");
+    }
+    assert!(!logs.contains("already exists, skipping"), "the migrations NOTICE is not logged");
 }
 
 fn uuid_like() -> String {

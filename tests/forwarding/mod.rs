@@ -73,10 +73,13 @@ pub struct Receiver {
     schema: Arc<jsonschema::Validator>,
 }
 
+/// docs/forwarded-event.schema.json, the contract of forwarded events.
+pub const FORWARDED_EVENT_SCHEMA: &str = include_str!("../../docs/forwarded-event.schema.json");
+
 pub fn schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/forwarded-event.schema.json"))
-        .expect("the schema file exists");
-    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+    // Embedded at compile time: a path read at run time breaks when a shared target directory
+    // holds a test binary built from another (since deleted) checkout.
+    let schema: Value = serde_json::from_str(FORWARDED_EVENT_SCHEMA).expect("the schema is JSON");
     jsonschema::options().should_validate_formats(true).build(&schema).expect("the schema is valid JSON Schema")
 }
 

@@ -11,8 +11,8 @@ pub enum Command {
     Sandbox(crate::sandbox::command::SandboxArgs),
     /// Receive forwarded events: verify their signature, print them; can fail on purpose.
     Sink(crate::sink::command::SinkArgs),
-    /// Play the whole flow on one machine (throwaway PostgreSQL unless DATABASE_URL is set).
-    Demo,
+    /// Play the whole flow on one machine, on its own throwaway PostgreSQL (DATABASE_URL is ignored).
+    Demo(crate::demo::DemoArgs),
     /// Load-test a running service's `POST /iotpay/notify` and print throughput and latency.
     Bench(BenchArgs),
 }
@@ -21,12 +21,12 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(args) => bench(args).await,
-        Command::Demo => {
+        Command::Demo(args) => {
             // The demo prints its own story; service logs only when RUST_LOG asks for them.
             if std::env::var_os("RUST_LOG").is_some() {
                 crate::telemetry::init_logs(crate::config::LogFormat::Text);
             }
-            crate::demo::run().await
+            crate::demo::run(args).await
         }
         Command::Sandbox(args) => crate::sandbox::command::run(args).await,
         Command::Sink(args) => crate::sink::command::run(args).await,

@@ -1,5 +1,5 @@
 //! `iotpay-notify demo`: the whole flow on one machine, in one process — a throwaway PostgreSQL
-//! (unless `DATABASE_URL` is set), the service (receiver + confirmation + forwarding), the sandbox
+//! (never `DATABASE_URL`: the demo writes fake confirmed payments), the service (receiver + confirmation + forwarding), the sandbox
 //! IOTPay and a sink — playing a scripted story, then a table a person can check against it.
 //!
 //! The demo checks its own story: it exits non-zero if any event ends differently than told.
@@ -31,10 +31,19 @@ struct Expect {
     delivered: bool,
 }
 
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Play on this database instead of a throwaway cluster; it must hold no data (the demo
+    /// leaves fake confirmed payments behind). DATABASE_URL is never used.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
 /// Runs the demo; `Ok` only when every event ended as the story says.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (pool, _cluster) = database().await?;
+    let (pool, _cluster) = database(args.database_url.as_deref()).await?;
     store::migrate(&pool).await.context("applying migrations")?;
     say("database migrated");
 
@@ -96,21 +105,32 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The database: `DATABASE_URL` when set, else a throwaway cluster stopped and deleted on drop.
-async fn database() -> anyhow::Result<(PgPool, Option<PgCluster>)> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        let options: sqlx::postgres::PgConnectOptions = url.parse().context("DATABASE_URL is not a Postgres URL")?;
+/// The database: a throwaway cluster stopped and deleted on drop, or `--database-url` when
+/// given and empty. `DATABASE_URL` (often from the `.env` of the local loop) is never used: the
+/// demo's fake payments would reach whoever reads that database.
+async fn database(url: Option<&str>) -> anyhow::Result<(PgPool, Option<PgCluster>)> {
+    if let Some(url) = url {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().context("--database-url is not a Postgres URL")?;
         let target = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or(""));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .with_context(|| format!("cannot reach the database of DATABASE_URL ({target})"))?;
-        say(&format!("using the database of DATABASE_URL ({target})"));
+            .with_context(|| format!("cannot reach the database of --database-url ({target})"))?;
+        let occupied = store::occupancy::tables_with_rows(&pool).await.context("inspecting --database-url")?;
+        if !occupied.is_empty() {
+            pool.close().await;
+            bail!(
+                "refusing to play the demo on {target}: it already holds data (rows in {}); the demo writes \
+                 fake confirmed payments, so it needs an empty database (or none: omit --database-url)",
+                occupied.join(", ")
+            );
+        }
+        say(&format!("using the empty database of --database-url ({target})"));
         return Ok((pool, None));
     }
-    say("DATABASE_URL is not set: starting a throwaway PostgreSQL cluster");
+    say("starting a throwaway PostgreSQL cluster (DATABASE_URL is not used)");
     let cluster = PgCluster::start_async(ClusterOptions::default()).await?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect_with(cluster.connect_options()).await?;
     say(&format!("throwaway PostgreSQL on 127.0.0.1:{} in {}", cluster.port(), cluster.dir().display()));

@@ -29,6 +29,18 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::EventsCommand,
     },
+    /// Delete notifications and delivery attempts of final events older than an age (retention).
+    Prune(crate::ops_prune::PruneArgs),
+    /// Probe a running service's readiness: exit 0 when the URL answers 200, 1 otherwise (for
+    /// container healthchecks: the slim image has no curl).
+    Healthcheck {
+        /// The readiness URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Operate on forward deliveries (needs only DATABASE_URL).
     Deliveries {
         /// What to do.
@@ -62,7 +74,7 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: it panics when stderr is a closed pipe, and the exit code matters more.
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e:#}\n").as_bytes());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {}\n", one_line(&e)).as_bytes());
             if e.downcast_ref::<crate::config::ConfigError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -72,6 +84,23 @@ where
     }
 }
 
+/// The error and its causes on one line, each said once: sqlx and std errors repeat their
+/// source's text in their own (`Address already in use (os error 98): Address already in use ...`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -79,29 +108,57 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate => {
             let config = Config::from_env()?;
             telemetry::init_logs(config.log_format);
+            let target = crate::config::database_target(&config.database_url);
+            store::reach::probe(&config.database_url)
+                .await
+                .with_context(|| format!("cannot reach the database at {target}"))?;
             let pool = store::connect_lazy(&config.database_url, 2)?;
             store::migrate(&pool).await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Healthcheck { url, timeout } => {
+            crate::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await
+        }
+        Command::Prune(args) => crate::ops_prune::run(args).await,
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
     }
+}
+
+/// The configured merchant ids, sorted, for the start log line (never their keys).
+fn merchant_ids(config: &Config) -> String {
+    let mut ids: Vec<&str> = config.merchants.ids().map(|id| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.join(",")
 }
 
 async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init_logs(config.log_format);
     let pool = store::connect_lazy(&config.database_url, config.database_max_connections)?;
+    // The port first: a second instance on the same port fails at once, before touching the
+    // database. (Released here and bound again by the service a moment later.)
+    drop(
+        std::net::TcpListener::bind(config.listen_addr)
+            .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.listen_addr))?,
+    );
     if !no_migrate {
-        store::migrate(&pool).await.context("applying migrations (is the database reachable?)")?;
+        let target = crate::config::database_target(&config.database_url);
+        store::reach::probe(&config.database_url)
+            .await
+            .with_context(|| format!("cannot reach the database at {target}"))?;
+        store::migrate(&pool)
+            .await
+            .with_context(|| format!("applying migrations on {target} (is the database reachable?)"))?;
     }
     let shutdown = CancellationToken::new();
     let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
     tracing::info!(
         addr = %running.addr(),
         admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
-        merchants = config.merchants.ids().count(),
+        database = %crate::config::database_target(&config.database_url),
+        merchants = %merchant_ids(&config),
         time_zone = config.iotpay_time_zone.iana_name().unwrap_or("-"),
         "serving"
     );

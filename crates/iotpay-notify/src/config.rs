@@ -162,9 +162,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
-        }
+        check_database_url(&database_url)?;
         let listen_addr: SocketAddr = var("LISTEN_ADDR")
             .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.into())
             .parse()
@@ -285,6 +283,32 @@ fn networks(
     var(name).map_or(Ok(Vec::new()), |v| crate::ingest::guard::parse_networks(&v).map_err(|r| invalid(name, r)))
 }
 
+/// A Postgres URL naming its host and its database: without them libpq's defaults apply (the
+/// Unix socket, a database named after the OS user), which is never what a deployment meant.
+/// The URL is never echoed: it may hold a password.
+fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid("DATABASE_URL", "must start with postgres:// or postgresql://"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| invalid("DATABASE_URL", "is not a URL"))?;
+    let query = |name: &str| parsed.query_pairs().find(|(k, v)| k == name && !v.is_empty()).is_some();
+    if parsed.host_str().is_none_or(str::is_empty) && !query("host") {
+        return Err(invalid("DATABASE_URL", "names no host, e.g. postgres://user:password@db.internal:5432/iotpay"));
+    }
+    if parsed.path().trim_start_matches('/').is_empty() && !query("dbname") {
+        return Err(invalid("DATABASE_URL", "names no database, e.g. postgres://user:password@host:5432/iotpay"));
+    }
+    Ok(())
+}
+
+/// `host:port/database` of a Postgres URL, for logs (never the user or password).
+pub fn database_target(url: &str) -> String {
+    match url.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("")),
+        Err(_) => "<unparsable DATABASE_URL>".to_owned(),
+    }
+}
+
 fn http_url(var: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
     let url = value.unwrap_or_else(|| default.to_owned());
     match reqwest::Url::parse(&url) {
@@ -307,8 +331,16 @@ mod tests {
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 2] =
-        [("DATABASE_URL", "postgres://u:pw@h/db"), ("IOTPAY_MERCHANTS", "100:k1,100:k2,200:k3")];
+    const K1: &str = "7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D";
+    const K2: &str = "NEWKEY00000000000000000000000001";
+    const K3: &str = "OTHERKEY0000000000000000000000FF";
+    const BASE: [(&str, &str); 2] = [
+        ("DATABASE_URL", "postgres://u:pw@h/db"),
+        (
+            "IOTPAY_MERCHANTS",
+            "100:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D,100:NEWKEY00000000000000000000000001,200:OTHERKEY0000000000000000000000FF",
+        ),
+    ];
 
     #[test]
     fn defaults_apply() {
@@ -319,7 +351,9 @@ mod tests {
         assert_eq!(c.v1_api_url, DEFAULT_V1_API_URL);
         assert!(c.forward_urls.is_empty());
         assert_eq!(c.merchants.keys("100").unwrap().len(), 2);
-        assert_eq!(c.merchants.signing_key(&MchId::parse("100").unwrap()).unwrap().expose(), "k1");
+        assert_eq!(c.merchants.signing_key(&MchId::parse("100").unwrap()).unwrap().expose(), K1);
+        assert_eq!(c.merchants.keys("200").unwrap()[0].expose(), K3);
+        assert_eq!(c.merchants.keys("100").unwrap()[1].expose(), K2);
         assert!(c.merchants.keys("300").is_none());
         assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:8081");
         assert!(c.admin_tokens.is_none(), "no ADMIN_TOKENS: no admin listener");
@@ -364,6 +398,62 @@ mod tests {
         assert!(!msg.contains("SECRET") || !msg.contains("notbase64"), "{msg}");
         let msg = from(&[("DATABASE_URL", "mysql://u:pw@h"), BASE[1]]).unwrap_err().to_string();
         assert!(!msg.contains("pw"), "{msg}");
+    }
+
+    fn merchants_error(value: &str) -> String {
+        match from(&[BASE[0], ("IOTPAY_MERCHANTS", value)]) {
+            Err(e @ ConfigError::Invalid { var: "IOTPAY_MERCHANTS", .. }) => e.to_string(),
+            other => panic!("{value} should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn merchant_ids_are_digits_and_keys_are_32_letters_and_digits() {
+        // The pair swapped: refused, says so, and never echoes the key.
+        let msg = merchants_error("supersecretkey123:10000701");
+        assert!(msg.contains("IOTPAY_MERCHANTS") && msg.contains("swapped"), "{msg}");
+        assert!(!msg.contains("supersecretkey123"), "{msg}");
+        let msg = merchants_error(&format!("{K1}:10000701"));
+        assert!(msg.contains("digits") && !msg.contains(K1), "{msg}");
+        // The placeholder of .env.example and docker-compose.yml.
+        let msg = merchants_error("10000701:replace-with-your-merchant-key");
+        assert!(msg.contains("merchant 10000701") && msg.contains("32 letters and digits"), "{msg}");
+        for key in
+            [&K1[..31], &format!("{K1}0")[..], "7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9!", "7C1B0D3E5F8A2C4E 6B9D0F1A3C5E7B9"]
+        {
+            let msg = merchants_error(&format!("10000701:{key}"));
+            assert!(!msg.contains(key), "{msg}");
+        }
+        // A bad entry after a good one is named by its position.
+        let msg = merchants_error(&format!("10000701:{K1},20000002:short"));
+        assert!(msg.contains("entry 2"), "{msg}");
+        for id in ["M100", "-100", "1e5", "１００"] {
+            merchants_error(&format!("{id}:{K1}"));
+        }
+        // Lower-case keys and several merchants pass.
+        let ok = from(&[BASE[0], ("IOTPAY_MERCHANTS", &format!("10000701:{},20000002:{K3}", K1.to_lowercase()))]);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn database_url_must_name_host_and_database() {
+        let db = |url: &str| from(&[("DATABASE_URL", url), BASE[1]]);
+        for url in
+            ["postgres://", "postgres://u:pw@/db", "postgres://u:pw@h", "postgres://u:pw@h/", "postgresql://h:5432"]
+        {
+            let err = db(url).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { var: "DATABASE_URL", .. }), "{url}: {err:?}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+        for url in [
+            "postgres://u:pw@h/db",
+            "postgresql://h:5432/db?sslmode=require",
+            "postgres:///db?host=/var/run/postgresql",
+        ] {
+            assert!(db(url).is_ok(), "{url}");
+        }
+        assert_eq!(database_target("postgres://u:secret@db.internal:6543/iotpay"), "db.internal:6543/iotpay");
+        assert_eq!(database_target("postgres://u:secret@h/db"), "h:5432/db");
     }
 
     #[test]

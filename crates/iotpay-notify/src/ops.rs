@@ -190,6 +190,27 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Labels of a delivery's attempts in order: a redrive restarts the numbering at 1, so each
+/// attempt after the first restart says which redrive round it belongs to (`1 (redrive 1)`).
+fn attempt_labels(attempts: impl IntoIterator<Item = i32>) -> Vec<String> {
+    let mut round = 0;
+    let mut previous = 0;
+    attempts
+        .into_iter()
+        .map(|n| {
+            if n <= previous {
+                round += 1;
+            }
+            previous = n;
+            if round == 0 {
+                n.to_string()
+            } else {
+                format!("{n} (redrive {round})")
+            }
+        })
+        .collect()
+}
+
 /// Reads `--since`: an RFC 3339 time, or a duration before `now` (`90s`, `30m`, `24h`, `7d`).
 pub fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -352,10 +373,11 @@ fn event_text(d: &ops::EventDetail) -> String {
             let _ = writeln!(out, "    last_error: {e}");
         }
         if !dl.attempts_log.is_empty() {
+            let labels = attempt_labels(dl.attempts_log.iter().map(|a| a.attempt));
             out.push_str(&indent(
                 &table(
                     &["#", "STARTED_AT", "MS", "RESULT", "RESPONSE"],
-                    dl.attempts_log.iter().map(|a| {
+                    dl.attempts_log.iter().zip(labels).map(|(a, label)| {
                         let result = match (a.http_status, &a.error) {
                             (Some(s), _) => s.to_string(),
                             (None, Some(e)) => e.clone(),
@@ -369,7 +391,7 @@ fn event_text(d: &ops::EventDetail) -> String {
                             .map(|c| if c.is_control() { ' ' } else { c })
                             .take(60)
                             .collect();
-                        vec![a.attempt.to_string(), time(a.started_at), a.duration_ms.to_string(), result, snippet]
+                        vec![label, time(a.started_at), a.duration_ms.to_string(), result, snippet]
                     }),
                 ),
                 "    ",
@@ -382,6 +404,15 @@ fn event_text(d: &ops::EventDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_after_a_redrive_are_marked() {
+        assert_eq!(super::attempt_labels([1, 2, 3]), ["1", "2", "3"]);
+        assert_eq!(
+            super::attempt_labels([1, 2, 1, 2, 1]),
+            ["1", "2", "1 (redrive 1)", "2 (redrive 1)", "1 (redrive 2)"]
+        );
+    }
 
     #[test]
     fn since_reads_times_and_durations() {

@@ -48,7 +48,13 @@ impl Probe {
     pub async fn run(self, stop: CancellationToken) {
         loop {
             let ok = crate::store::ping(&self.pool, PROBE_TIMEOUT).await;
-            self.tx.send_replace(Some(ok));
+            // Only the transitions are logged: an outage is one line when it starts and one
+            // when it ends, not one per probe.
+            match self.tx.send_replace(Some(ok)) {
+                Some(true) | None if !ok => tracing::error!("not ready: the database does not answer"),
+                Some(false) if ok => tracing::info!("ready again: the database answers"),
+                _ => {}
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(PROBE_INTERVAL) => {}

@@ -18,9 +18,19 @@ const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 /// (tracing-subscriber's default `eprintln!` of the error panics on a closed stderr, killing
 /// whichever task logged).
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder =
-        fmt().with_env_filter(filter).with_writer(|| DroppingWriter(std::io::stderr())).log_internal_errors(false);
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Postgres NOTICEs (`relation "_sqlx_migrations" already exists, skipping` at every start)
+    // are not the operator's business, unless RUST_LOG names sqlx.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("sqlx")) {
+        filter = filter.add_directive("sqlx::postgres::notice=warn".parse().expect("a valid directive"));
+    }
+    // Colours only for a person at a terminal: a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(|| DroppingWriter(std::io::stderr()))
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

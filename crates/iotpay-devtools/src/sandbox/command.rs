@@ -44,7 +44,7 @@ pub struct SandboxArgs {
     /// v3 payments whose notification carries ten times the amount the query tells (validly signed).
     #[arg(long, default_value_t = 0)]
     pub tampered: u32,
-    /// v3 payments that never happened, signed with a wrong key (sent once).
+    /// v3 payments that never happened, signed with a wrong key (one attempt, never re-sent after the 401; --concurrent and --duplicates still multiply its POSTs).
     #[arg(long, default_value_t = 0)]
     pub forged: u32,
     /// Amount of each payment, in cents.

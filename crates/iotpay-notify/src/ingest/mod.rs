@@ -78,9 +78,12 @@ pub enum IngestError {
     /// `mchId` not configured here.
     #[error("merchant not configured")]
     UnknownMerchant,
-    /// The sign does not match any key of the merchant.
+    /// The sign does not match any key of the merchant (a configured one: safe to log).
     #[error("sign does not verify")]
-    BadSign,
+    BadSign {
+        /// The configured merchant the notification claims to come from.
+        mch_id: String,
+    },
     /// Signed, but a required field is missing or malformed.
     #[error("{0}")]
     Invalid(#[from] NotificationError),
@@ -103,7 +106,7 @@ impl IngestError {
             | IngestError::SignMalformed
             | IngestError::MchIdMissing
             | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
-            IngestError::UnknownMerchant | IngestError::BadSign => StatusCode::UNAUTHORIZED,
+            IngestError::UnknownMerchant | IngestError::BadSign { .. } => StatusCode::UNAUTHORIZED,
             IngestError::Guarded(GuardError::NotAllowed) => StatusCode::FORBIDDEN,
             IngestError::Guarded(GuardError::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,7 +123,7 @@ impl IngestError {
             IngestError::SignMalformed => "sign_malformed",
             IngestError::MchIdMissing => "mch_id_missing",
             IngestError::UnknownMerchant => "unknown_merchant",
-            IngestError::BadSign => "bad_sign",
+            IngestError::BadSign { .. } => "bad_sign",
             IngestError::Invalid(_) => "invalid",
             IngestError::Guarded(GuardError::NotAllowed) => "source_not_allowed",
             IngestError::Guarded(GuardError::RateLimited) => "rate_limited",
@@ -206,7 +209,7 @@ impl Ingest {
         let mch_id = params.text("mchId").ok_or(IngestError::MchIdMissing)?;
         let keys = self.merchants.keys(mch_id).ok_or(IngestError::UnknownMerchant)?;
         if !sign::verify(&params, received_sign, keys) {
-            return Err(IngestError::BadSign);
+            return Err(IngestError::BadSign { mch_id: mch_id.to_owned() });
         }
         Ok(params)
     }
@@ -280,7 +283,8 @@ pub async fn notify(
     };
     metrics::counter!("iotpay_notifications_total", "outcome" => outcome).increment(1);
     metrics::histogram!("iotpay_notify_duration_seconds", "outcome" => outcome).record(latency.as_secs_f64());
-    let latency_ms = latency.as_secs_f64() * 1000.0;
+    // Microseconds are enough; more digits are float noise (0.10029700000000001).
+    let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     match result {
         Ok(a) => {
             if a.recorded.differs_from_stored {
@@ -307,7 +311,11 @@ pub async fn notify(
             } else {
                 // The error may quote what the sender wrote: escaped and cut, never raw.
                 let error = loggable(&e.to_string());
-                tracing::warn!(remote = %client, outcome, latency_ms, error = ?error, "notification refused");
+                let mch_id = match &e {
+                    IngestError::BadSign { mch_id } => Some(mch_id.as_str()),
+                    _ => None,
+                };
+                tracing::warn!(remote = %client, mch_id, outcome, latency_ms, error = ?error, "notification refused");
             }
             (status, "FAIL").into_response()
         }

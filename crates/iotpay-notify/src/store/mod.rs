@@ -6,8 +6,11 @@ pub mod deliveries;
 pub mod events;
 pub mod forward;
 pub mod group_commit;
+pub mod occupancy;
 pub mod ops;
 pub mod orphans;
+pub mod reach;
+pub mod retention;
 
 use std::time::Duration;
 
