@@ -22,6 +22,7 @@ pub mod ops;
 pub mod ops_orphans;
 pub mod pressure;
 pub mod readiness;
+pub mod reconcile;
 pub mod redact;
 pub mod serve;
 pub mod service;

@@ -7,6 +7,7 @@ pub mod events;
 pub mod forward;
 pub mod group_commit;
 pub mod ops;
+pub mod orders;
 pub mod orphans;
 
 use std::time::Duration;
