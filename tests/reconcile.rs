@@ -174,3 +174,181 @@ async fn a_payment_of_another_amount_is_a_mismatch_never_paid() {
     assert_eq!(body["state"], "mismatch", "{body}");
     assert_eq!(body["event_id"], id.as_str());
 }
+
+mod reconciling {
+    use std::sync::Arc;
+
+    use iotpay_devtools::sandbox::{Sandbox, SandboxConfig};
+    use iotpay_notify::domain::{MchId, MerchantKey};
+    use iotpay_notify::iotpay::merchants::Merchants;
+    use iotpay_notify::iotpay::query::{QueryClient, QueryTimeouts};
+    use iotpay_notify::reconcile::{ReconcileSettings, Reconciler};
+    use sqlx::PgPool;
+
+    use super::*;
+
+    const ENDPOINT: &str = "http://127.0.0.1:9/hook";
+
+    pub async fn sandbox() -> Sandbox {
+        Sandbox::start(SandboxConfig::new(MchId::parse(MCH).unwrap(), MerchantKey::new(KEY))).await.unwrap()
+    }
+
+    pub fn reconciler(pool: &PgPool, sandbox: &Sandbox, name: &str) -> Reconciler {
+        let timeouts = QueryTimeouts { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
+        let merchants = Arc::new(Merchants::from_pairs([(MCH, KEY)]));
+        let client =
+            QueryClient::new(&sandbox.v3_api_url(), &sandbox.v2_api_url(), &sandbox.v1_api_url(), merchants, timeouts)
+                .unwrap();
+        let settings = ReconcileSettings {
+            after: Duration::ZERO,
+            max_backoff: Duration::from_secs(1),
+            first_retry: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(50),
+        };
+        Reconciler::new(pool.clone(), client, settings, Duration::from_secs(30), vec![ENDPOINT.into()], name)
+    }
+
+    /// The admin listener with orders due at once.
+    pub async fn admin(db: &TestDatabase) -> Admin {
+        Admin::spawn(db, &[("RECONCILE_AFTER_SECS", "1")]).await
+    }
+
+    pub async fn register(admin: &Admin, no: &str, amount: i64) {
+        let (status, body) = json(admin.post("/api/v1/orders", &order(no, amount))).await;
+        assert_eq!(status, 201, "{body}");
+        sqlx::query("UPDATE expected_orders SET next_check_at = now() WHERE mch_order_no = $1")
+            .bind(no)
+            .execute(&admin.pool)
+            .await
+            .unwrap();
+    }
+
+    pub async fn state(admin: &Admin, no: &str) -> Value {
+        json(admin.get(&format!("/api/v1/orders/{MCH}/{no}"))).await.1
+    }
+
+    pub async fn deliveries(pool: &PgPool, event_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+}
+
+use reconciling::*;
+
+#[tokio::test]
+async fn a_paid_order_never_notified_is_found_once_by_two_reconcilers_and_forwarded_once() {
+    let db = TestDatabase::create().await;
+    let admin = reconciling::admin(&db).await;
+    let sandbox = sandbox().await;
+    // Paid at IOTPay, notification lost: the sandbox books it and sends nothing.
+    let paid: Vec<_> = (0..6).map(|i| sandbox.create_v3_payment(1000 + i)).collect();
+    for o in &paid {
+        register(&admin, &o.mch_order_no, o.amount).await;
+    }
+    let (a, b) = (reconciler(&admin.pool, &sandbox, "a"), reconciler(&admin.pool, &sandbox, "b"));
+    let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
+    assert_eq!(ra.unwrap() + rb.unwrap(), 6, "every order claimed by exactly one replica");
+    for o in &paid {
+        let body = state(&admin, &o.mch_order_no).await;
+        assert_eq!(body["state"], "paid", "{body}");
+        let id = body["event_id"].as_str().unwrap().to_owned();
+        let (status, source): (String, String) =
+            sqlx::query_as("SELECT status, source FROM payment_events WHERE event_id = $1")
+                .bind(&id)
+                .fetch_one(&admin.pool)
+                .await
+                .unwrap();
+        assert_eq!((status.as_str(), source.as_str()), ("confirmed", "reconciliation"));
+        assert_eq!(deliveries(&admin.pool, &id).await, 1, "forwarded once");
+    }
+    // Nothing is due any more: a further pass queries nothing.
+    let before = sandbox.queries().len();
+    assert_eq!(a.run_once().await.unwrap(), 0);
+    assert_eq!(sandbox.queries().len(), before);
+    assert_eq!(before, 6, "one query per order");
+
+    // IOTPay's notification arrives late: a repeat of the reconciled event, nothing forwarded twice.
+    sandbox.set_notify_url(admin.public_url("/iotpay/notify"));
+    let late = &paid[0];
+    let delivery = sandbox.notify(late, &Default::default()).await.unwrap();
+    assert!(delivery.acknowledged, "{delivery:?}");
+    let id = state(&admin, &late.mch_order_no).await["event_id"].as_str().unwrap().to_owned();
+    let (count, source): (i32, String) =
+        sqlx::query_as("SELECT notification_count, source FROM payment_events WHERE event_id = $1")
+            .bind(&id)
+            .fetch_one(&admin.pool)
+            .await
+            .unwrap();
+    assert_eq!((count, source.as_str()), (1, "reconciliation"), "the late notification joined the event");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE mch_order_no = $1")
+        .bind(&late.mch_order_no)
+        .fetch_one(&admin.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    assert_eq!(deliveries(&admin.pool, &id).await, 1);
+}
+
+#[tokio::test]
+async fn pending_then_paid_cancelled_mismatch_and_expired() {
+    let db = TestDatabase::create().await;
+    let admin = reconciling::admin(&db).await;
+    let sandbox = sandbox().await;
+    let r = reconciler(&admin.pool, &sandbox, "r");
+
+    let pending = sandbox.create_v3_payment(500);
+    sandbox.update_order(&pending.pay_order_id, |o| o.status = 0);
+    register(&admin, &pending.mch_order_no, 500).await;
+    let cancelled = sandbox.create_v3_payment(600);
+    sandbox.update_order(&cancelled.pay_order_id, |o| o.status = 9);
+    register(&admin, &cancelled.mch_order_no, 600).await;
+    let other_amount = sandbox.create_v3_payment(1);
+    register(&admin, &other_amount.mch_order_no, 7000).await;
+    register(&admin, "never-created", 800).await;
+
+    assert_eq!(r.run_once().await.unwrap(), 4);
+    assert_eq!(state(&admin, &pending.mch_order_no).await["state"], "expected");
+    assert_eq!(state(&admin, &cancelled.mch_order_no).await["state"], "cancelled");
+    let mismatch = state(&admin, &other_amount.mch_order_no).await;
+    assert_eq!((mismatch["state"].as_str(), &mismatch["event_id"]), (Some("mismatch"), &Value::Null));
+    let unknown = state(&admin, "never-created").await;
+    assert_eq!(unknown["state"], "expected");
+    assert!(unknown["last_error"].as_str().unwrap().contains("does not know"), "{unknown}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_events").fetch_one(&admin.pool).await.unwrap();
+    assert_eq!(stored, 0, "nothing paid: no event");
+
+    // The customer pays; the next query (after the backoff) finds it.
+    sandbox.update_order(&pending.pay_order_id, |o| o.status = 2);
+    let waiting = admin.get(&format!("/api/v1/orders/{MCH}/{}?wait=10", pending.mch_order_no));
+    let poll = tokio::spawn(json(waiting));
+    // Expire the unknown order now.
+    sqlx::query("UPDATE expected_orders SET expires_at = now() WHERE mch_order_no = 'never-created'")
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(r.run_once().await.unwrap(), 2, "the pending and the unknown order are due again");
+    let (_, body) = poll.await.unwrap();
+    assert_eq!(body["state"], "paid", "{body}");
+    assert_eq!(state(&admin, "never-created").await["state"], "expired");
+    assert_eq!(state(&admin, &other_amount.mch_order_no).await["state"], "mismatch", "never paid");
+}
+
+#[tokio::test]
+async fn a_notified_order_is_never_queried() {
+    let db = TestDatabase::create().await;
+    let admin = reconciling::admin(&db).await;
+    let sandbox = sandbox().await;
+    sandbox.set_notify_url(admin.public_url("/iotpay/notify"));
+    let o = sandbox.create_v3_payment(900);
+    register(&admin, &o.mch_order_no, 900).await;
+    assert!(sandbox.notify(&o, &Default::default()).await.unwrap().acknowledged);
+    let r = reconciler(&admin.pool, &sandbox, "r");
+    assert_eq!(r.run_once().await.unwrap(), 1);
+    assert!(sandbox.queries().is_empty(), "{:?}", sandbox.queries());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(r.run_once().await.unwrap(), 0, "never due again");
+}

@@ -2,6 +2,9 @@
 //! by `mchOrderNo` when no notification arrived, so a payment whose notification was lost is
 //! still found, confirmed and forwarded.
 
+pub mod rules;
 pub mod settings;
+pub mod worker;
 
 pub use settings::ReconcileSettings;
+pub use worker::Reconciler;

@@ -12,11 +12,20 @@ pub struct ReconcileSettings {
     pub after: Duration,
     /// `RECONCILE_MAX_BACKOFF_SECS`: longest delay between two queries of one order.
     pub max_backoff: Duration,
+    /// `RECONCILE_FIRST_RETRY_SECS`: delay after the first inconclusive query (then doubling).
+    pub first_retry: Duration,
+    /// `RECONCILE_POLL_INTERVAL_MS`: how often a reconciler looks for due orders.
+    pub poll_interval: Duration,
 }
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
-        Self { after: Duration::from_secs(300), max_backoff: Duration::from_secs(1800) }
+        Self {
+            after: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(1800),
+            first_retry: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(2000),
+        }
     }
 }
 
@@ -27,6 +36,12 @@ impl ReconcileSettings {
         Ok(Self {
             after: Duration::from_secs(number(var, "RECONCILE_AFTER_SECS", d.after.as_secs())?),
             max_backoff: Duration::from_secs(number(var, "RECONCILE_MAX_BACKOFF_SECS", d.max_backoff.as_secs())?),
+            first_retry: Duration::from_secs(number(var, "RECONCILE_FIRST_RETRY_SECS", d.first_retry.as_secs())?),
+            poll_interval: Duration::from_millis(number(
+                var,
+                "RECONCILE_POLL_INTERVAL_MS",
+                d.poll_interval.as_millis() as u64,
+            )?),
         })
     }
 }

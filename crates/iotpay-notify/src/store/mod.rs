@@ -9,6 +9,7 @@ pub mod group_commit;
 pub mod ops;
 pub mod orders;
 pub mod orphans;
+pub mod reconcile;
 
 use std::time::Duration;
 
