@@ -66,6 +66,7 @@ impl Reconciler {
                 }
             };
             if worked == 0 {
+                self.publish_gauges().await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -91,6 +92,16 @@ impl Reconciler {
             }
         }
         Ok(n)
+    }
+
+    /// `iotpay_expected_orders{state}`: orders by the state the API shows.
+    async fn publish_gauges(&self) {
+        if let Ok(counts) = reconcile::count_by_state(&self.pool).await {
+            for state in ["expected", "paid", "cancelled", "expired", "mismatch"] {
+                let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                metrics::gauge!("iotpay_expected_orders", "state" => state).set(n as f64);
+            }
+        }
     }
 
     async fn reconcile(&self, order: ClaimedOrder) {

@@ -184,7 +184,19 @@ async fn store_paid(
     Ok(())
 }
 
-/// Expected orders by effective state (for the metrics gauge).
+/// Expected orders by effective state, as the API shows it (for the metrics gauge): an order
+/// settled by a notified, confirmed payment counts as `paid` (or `mismatch`).
 pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as("SELECT state, count(*) FROM expected_orders GROUP BY state").fetch_all(pool).await?)
+    Ok(sqlx::query_as(
+        "SELECT CASE WHEN p.agrees IS NULL THEN o.state WHEN p.agrees THEN 'paid' ELSE 'mismatch' END, count(*)
+           FROM expected_orders o
+           LEFT JOIN LATERAL (
+               SELECT bool_or(e.amount = o.amount AND e.currency = o.currency) AS agrees FROM payment_events e
+                WHERE e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
+                  AND e.event_type = 'payment.succeeded' AND e.status = 'confirmed'
+           ) p ON true
+          GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await?)
 }
