@@ -352,3 +352,57 @@ async fn a_notified_order_is_never_queried() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(r.run_once().await.unwrap(), 0, "never due again");
 }
+
+/// Runs the real binary with DATABASE_URL and IOTPAY_MERCHANTS only.
+async fn cli(db: &TestDatabase, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url())
+        .env("IOTPAY_MERCHANTS", merchants_env())
+        .current_dir(std::env::temp_dir())
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn cli_registers_and_shows_orders_like_the_api() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let register = |no: &'static str, amount: &'static str, mch: &'static str| {
+        let args = vec![
+            "orders",
+            "register",
+            "--mch-id",
+            mch,
+            "--mch-order-no",
+            no,
+            "--api-version",
+            "v1",
+            "--amount",
+            amount,
+            "--currency",
+            "CAD",
+        ];
+        let db = &db;
+        async move { cli(db, &args).await }
+    };
+    let out = register("E-1", "250", MCH).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["state"], "expected");
+    assert!(register("E-1", "250", MCH).await.status.success(), "same order again: fine");
+    for (no, amount, mch, says) in
+        [("E-1", "251", MCH, "already registered"), ("E-2", "0", MCH, "--amount"), ("E-3", "5", "99", "--mch-id")]
+    {
+        let out = register(no, amount, mch).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+    let out = cli(&db, &["orders", "show", MCH, "E-1"]).await;
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, api) = json(admin.get(&format!("/api/v1/orders/{MCH}/E-1"))).await;
+    assert_eq!(shown, api);
+    assert!(!cli(&db, &["orders", "show", MCH, "nope"]).await.status.success());
+}

@@ -35,6 +35,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::DeliveriesCommand,
     },
+    /// Register and show expected orders (reconciliation).
+    Orders {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ops_orders::OrdersCommand,
+    },
 }
 
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
@@ -86,6 +92,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
+        Command::Orders { command } => crate::ops_orders::orders(command).await,
     }
 }
 

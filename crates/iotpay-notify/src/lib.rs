@@ -19,6 +19,7 @@ pub mod forward;
 pub mod health;
 pub mod ingest;
 pub mod ops;
+pub mod ops_orders;
 pub mod ops_orphans;
 pub mod pressure;
 pub mod readiness;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::input;
 use crate::admin::error::ApiError;
 use crate::admin::AdminState;
+use crate::iotpay::merchants::Merchants;
 use crate::store::orders::{self, NewOrder, OrderView, Registered};
 
 /// Fields of a registration body.
@@ -24,8 +25,9 @@ pub const MAX_WAIT_SECS: i64 = 30;
 /// How often a waiting request looks at the order again.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
-/// Reads and validates a registration body against the configured merchants.
-pub fn parse_order(map: &Map<String, Value>, state: &AdminState) -> Result<NewOrder, ApiError> {
+/// Reads and validates a registration body against the configured merchants (the API and the
+/// CLI's `orders register` share it).
+pub fn parse_order(map: &Map<String, Value>, merchants: &Merchants) -> Result<NewOrder, ApiError> {
     let string = |k: &str| -> Result<String, ApiError> {
         match map.get(k) {
             None | Some(Value::Null) => Err(ApiError::field(k, "required")),
@@ -34,7 +36,10 @@ pub fn parse_order(map: &Map<String, Value>, state: &AdminState) -> Result<NewOr
         }
     };
     let mch_id = string("mch_id")?;
-    if state.merchants.keys(&mch_id).is_none() {
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::field(unknown.chars().take(64).collect::<String>(), "unknown field"));
+    }
+    if merchants.keys(&mch_id).is_none() {
         return Err(ApiError::field("mch_id", "unknown merchant: not in IOTPAY_MERCHANTS"));
     }
     let mch_order_no = string("mch_order_no")?;
@@ -77,7 +82,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     input::query(raw.as_deref(), &[])?;
     let map = input::json_object(&headers, &body, FIELDS, false)?;
-    let order = parse_order(&map, &state)?;
+    let order = parse_order(&map, &state.merchants)?;
     match orders::register(&state.pool, &order, state.reconcile_after.as_secs() as i64).await? {
         Registered::Created(view) => {
             tracing::info!(mch_id = view.mch_id, mch_order_no = view.mch_order_no, "expected order registered");
