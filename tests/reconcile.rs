@@ -194,6 +194,10 @@ mod reconciling {
     }
 
     pub fn reconciler(pool: &PgPool, sandbox: &Sandbox, name: &str) -> Reconciler {
+        reconciler_to(pool, sandbox, name, ENDPOINT)
+    }
+
+    pub fn reconciler_to(pool: &PgPool, sandbox: &Sandbox, name: &str, endpoint: &str) -> Reconciler {
         let timeouts = QueryTimeouts { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
         let merchants = Arc::new(Merchants::from_pairs([(MCH, KEY)]));
         let client =
@@ -205,7 +209,7 @@ mod reconciling {
             first_retry: Duration::from_secs(1),
             poll_interval: Duration::from_millis(50),
         };
-        Reconciler::new(pool.clone(), client, settings, Duration::from_secs(30), vec![ENDPOINT.into()], name)
+        Reconciler::new(pool.clone(), client, settings, Duration::from_secs(30), vec![endpoint.into()], name)
     }
 
     /// The admin listener with orders due at once.
@@ -405,4 +409,35 @@ async fn cli_registers_and_shows_orders_like_the_api() {
     let (_, api) = json(admin.get(&format!("/api/v1/orders/{MCH}/E-1"))).await;
     assert_eq!(shown, api);
     assert!(!cli(&db, &["orders", "show", MCH, "nope"]).await.status.success());
+}
+
+#[tokio::test]
+async fn the_found_payment_is_forwarded_once_saying_it_came_from_reconciliation() {
+    let db = TestDatabase::create().await;
+    let admin = reconciling::admin(&db).await;
+    let sandbox = sandbox().await;
+    let rx = forwarding::Receiver::start().await;
+    let hook = rx.url("/hook");
+    let lost = sandbox.create_v3_payment(4200);
+    register(&admin, &lost.mch_order_no, 4200).await;
+    assert_eq!(reconciler_to(&admin.pool, &sandbox, "r", &hook).run_once().await.unwrap(), 1);
+    let forwarder =
+        forwarding::start(&admin.pool, std::slice::from_ref(&hook), forwarding::fast_settings(&[0, 100]), "f");
+    forwarding::wait_until(Duration::from_secs(10), "the event is forwarded", || async {
+        !rx.received_on("/hook").is_empty()
+    })
+    .await;
+    // The late notification joins the event: nothing more is sent.
+    sandbox.set_notify_url(admin.public_url("/iotpay/notify"));
+    assert!(sandbox.notify(&lost, &Default::default()).await.unwrap().acknowledged);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    forwarder.stop().await;
+    let got = rx.received_on("/hook");
+    assert_eq!(got.len(), 1, "forwarded once");
+    let r = &got[0];
+    assert!(r.signature_ok && r.schema_errors.is_empty(), "{:?}", r.schema_errors);
+    assert_eq!(r.body["data"]["source"], "reconciliation");
+    assert_eq!(r.body["data"]["mch_order_no"], lost.mch_order_no.as_str());
+    assert_eq!(r.body["data"]["amount"], 4200);
+    assert_eq!(state(&admin, &lost.mch_order_no).await["event_id"], r.body["data"]["event_id"]);
 }
