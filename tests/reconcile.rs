@@ -441,3 +441,33 @@ async fn the_found_payment_is_forwarded_once_saying_it_came_from_reconciliation(
     assert_eq!(r.body["data"]["amount"], 4200);
     assert_eq!(state(&admin, &lost.mch_order_no).await["event_id"], r.body["data"]["event_id"]);
 }
+
+#[tokio::test]
+async fn a_rejected_notification_does_not_stop_reconciliation() {
+    let db = TestDatabase::create().await;
+    let admin = reconciling::admin(&db).await;
+    let sandbox = sandbox().await;
+    let o = sandbox.create_v3_payment(3000);
+    register(&admin, &o.mch_order_no, 3000).await;
+    // A notification for the order that IOTPay's query contradicted (rejected) says nothing
+    // about whether the order was paid.
+    sqlx::query(
+        "INSERT INTO payment_events (event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id,
+                                     amount, currency, iotpay_status, status)
+         VALUES ('evt_' || md5('tampered'), 'payment.succeeded', 'v3', $1, $2, 'PFAKE', 30000, 'CAD', 2, 'rejected')",
+    )
+    .bind(MCH)
+    .bind(&o.mch_order_no)
+    .execute(&admin.pool)
+    .await
+    .unwrap();
+    assert_eq!(reconciler(&admin.pool, &sandbox, "r").run_once().await.unwrap(), 1);
+    assert_eq!(sandbox.queries().len(), 1, "queried despite the rejected notification");
+    let body = state(&admin, &o.mch_order_no).await;
+    assert_eq!(body["state"], "paid", "{body}");
+    let rejected: String = sqlx::query_scalar("SELECT event_id FROM payment_events WHERE pay_order_id = 'PFAKE'")
+        .fetch_one(&admin.pool)
+        .await
+        .unwrap();
+    assert_ne!(body["event_id"], rejected.as_str());
+}

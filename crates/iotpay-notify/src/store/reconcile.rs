@@ -23,7 +23,8 @@ pub struct ClaimedOrder {
     pub currency: String,
     /// Queries so far, this one included.
     pub checks: i32,
-    /// A notification for the order arrived: never query it.
+    /// A notification for the order arrived (and was not rejected as contradicting IOTPay):
+    /// never query it.
     pub notified: bool,
     /// `expires_at` has passed (database clock).
     pub expired: bool,
@@ -82,7 +83,7 @@ pub async fn claim_due(
          RETURNING o.mch_id, o.mch_order_no, o.api_version, o.amount, o.currency, o.checks,
                    EXISTS (SELECT 1 FROM payment_events e
                             WHERE e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
-                              AND e.source = 'notification') AS notified,
+                              AND e.source = 'notification' AND e.status <> 'rejected') AS notified,
                    o.expires_at <= now() AS expired, o.leased_by",
     )
     .bind(limit)
