@@ -119,8 +119,10 @@ pub async fn apply(
     let (state, event_id, next, error): (&str, Option<&str>, Option<f64>, Option<&str>) = match outcome {
         Outcome::Notified => ("expected", None, None, None),
         Outcome::Paid(p) => {
-            store_paid(&mut tx, order, p, endpoints).await?;
-            ("paid", Some(p.event_id.as_str()), None, None)
+            // When a notification stored the same event meanwhile, its confirmation settles the
+            // order (the API reads `paid` from the confirmed event); until then it is expected.
+            let state = if store_paid(&mut tx, order, p, endpoints).await? { "paid" } else { "expected" };
+            (state, Some(p.event_id.as_str()), None, None)
         }
         Outcome::Final(state, reason) => (state, None, None, Some(reason.as_str())),
         Outcome::Retry(reason, delay) => ("expected", None, Some(delay.as_secs_f64()), Some(reason.as_str())),
@@ -148,13 +150,14 @@ pub async fn apply(
 
 /// Stores the found payment as the notification path would (same event id), but already
 /// `confirmed` by the query and with `source = 'reconciliation'`, and enqueues its deliveries in
-/// the same transaction. A notification that arrives later is a repeat of this event.
+/// the same transaction. A notification that arrives later is a repeat of this event. False when
+/// the event already existed (stored by a notification meanwhile): nothing changed.
 async fn store_paid(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     order: &ClaimedOrder,
     p: &FoundPayment,
     endpoints: &[String],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO payment_events (
              event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, amount, currency,
@@ -182,7 +185,7 @@ async fn store_paid(
         deliveries::enqueue(tx, &p.event_id, endpoints).await?;
         sqlx::query("SELECT pg_notify($1, $2)").bind(CONFIRMED_CHANNEL).bind(&p.event_id).execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// Expected orders by effective state, as the API shows it (for the metrics gauge): an order
