@@ -22,6 +22,8 @@ async fn every_api_route_refuses_missing_wrong_and_short_tokens() {
         ("POST", format!("/api/v1/events/{id}/recheck")),
         ("POST", "/api/v1/deliveries/redrive".into()),
         ("GET", "/api/v1/stats".into()),
+        ("POST", "/api/v1/orders".into()),
+        ("GET", "/api/v1/orders/10000701/A-1?wait=5".into()),
         ("GET", "/api/v1/no-such-route".into()),
     ];
     let wrong = TOKEN.replace('0', "1");

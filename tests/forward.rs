@@ -404,9 +404,18 @@ fn the_schema_rejects_what_the_contract_forbids() {
         "type": "payment.succeeded", "timestamp": "2026-01-01T00:00:00.000Z",
         "data": { "event_id": "evt_0123456789abcdef0123456789abcdef", "event_type": "payment.succeeded",
                   "api_version": "v3", "mch_id": "1", "mch_order_no": "o", "pay_order_id": "p",
-                  "original_order_id": null, "amount": 1, "currency": "CAD", "status": "confirmed" }
+                  "original_order_id": null, "amount": 1, "currency": "CAD", "status": "confirmed",
+                  "source": "notification" }
     });
     assert!(schema.is_valid(&good));
+    let mut reconciled = good.clone();
+    reconciled["data"]["source"] = json!("reconciliation");
+    assert!(schema.is_valid(&reconciled));
+    for bad in [json!("guess"), json!(null)] {
+        let mut odd = good.clone();
+        odd["data"]["source"] = bad;
+        assert!(!schema.is_valid(&odd), "source is notification or reconciliation");
+    }
     let mut pending = good.clone();
     pending["data"]["status"] = json!("pending");
     assert!(!schema.is_valid(&pending), "only confirmed events are forwarded");

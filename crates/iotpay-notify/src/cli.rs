@@ -47,6 +47,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ops::DeliveriesCommand,
     },
+    /// Register and show expected orders (reconciliation).
+    Orders {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ops_orders::OrdersCommand,
+    },
 }
 
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
@@ -123,6 +129,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Prune(args) => crate::ops_prune::run(args).await,
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
+        Command::Orders { command } => crate::ops_orders::orders(command).await,
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Knobs of the confirmation worker.
     pub confirm: crate::confirm::ConfirmSettings,
+    /// Knobs of reconciliation of expected orders.
+    pub reconcile: crate::reconcile::ReconcileSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -135,6 +137,7 @@ impl std::fmt::Debug for Config {
             .field("ingest_batch", &self.ingest_batch)
             .field("log_format", &self.log_format)
             .field("confirm", &self.confirm)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }
@@ -257,6 +260,7 @@ impl Config {
             },
             log_format,
             confirm: crate::confirm::ConfirmSettings::from_vars(&var)?,
+            reconcile: crate::reconcile::ReconcileSettings::from_vars(&var)?,
         })
     }
 }

@@ -57,6 +57,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let mut workers = JoinSet::new();
     let pressure = app.pressure();
     crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone(), pressure.clone())?;
+    workers.spawn(crate::reconcile::Reconciler::from_config(pool.clone(), config)?.run(shutdown.clone()));
     match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
         (false, Some(secret)) => {
             let forwarder = crate::forward::Forwarder::new(

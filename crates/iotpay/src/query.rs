@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::params::Params;
 use super::query_v1;
 use super::sign::{self, SIGN_FIELD};
-use crate::domain::{ApiVersion, Cents, MchId, PayOrderId};
+use crate::domain::{ApiVersion, Cents, MchId, MerchantKey, PayOrderId};
 use crate::merchants::Merchants;
 
 /// Largest response body read from IOTPay; anything bigger is not a query answer.
@@ -165,21 +165,42 @@ impl QueryClient {
         mch_id: &MchId,
         pay_order_id: &PayOrderId,
     ) -> Result<QueriedOrder, QueryError> {
+        self.query_by(version, mch_id, "payOrderId", pay_order_id.as_str()).await
+    }
+
+    /// Asks IOTPay for one order by the merchant's `mchOrderNo`, once: how an order whose
+    /// notification never arrived (so whose `payOrderId` is unknown here) is found. The answer's
+    /// `mchOrderNo` must be the one asked for, or the answer is unparseable.
+    pub async fn query_by_mch_order_no(
+        &self,
+        version: ApiVersion,
+        mch_id: &MchId,
+        mch_order_no: &str,
+    ) -> Result<QueriedOrder, QueryError> {
+        let order = self.query_by(version, mch_id, "mchOrderNo", mch_order_no).await?;
+        if order.mch_order_no.as_deref().is_some_and(|m| m != mch_order_no) {
+            return Err(QueryError::Unparseable("the answer is about another mchOrderNo".into()));
+        }
+        Ok(order)
+    }
+
+    async fn query_by(
+        &self,
+        version: ApiVersion,
+        mch_id: &MchId,
+        field: &str,
+        value: &str,
+    ) -> Result<QueriedOrder, QueryError> {
         let key =
             self.merchants.signing_key(mch_id).ok_or_else(|| QueryError::NoSigningKey(mch_id.as_str().to_owned()))?;
-        let pairs = [("mchId", mch_id.as_str()), ("payOrderId", pay_order_id.as_str())];
-        let json = serde_json::json!({
-            "mchId": mch_id.as_str(),
-            "payOrderId": pay_order_id.as_str(),
-            "sign": sign::sign_pairs(pairs, key),
-        });
-        const JSON: &str = "application/json;charset=UTF-8";
         let (url, content_type, body) = match version {
-            ApiVersion::V3 => (&self.v3_url, JSON, json.to_string()),
-            ApiVersion::V2 => (&self.v2_url, JSON, json.to_string()),
-            ApiVersion::V1 => {
-                (&self.v1_url, "application/x-www-form-urlencoded", query_v1::request_body(mch_id, pay_order_id, key))
-            }
+            ApiVersion::V3 => (&self.v3_url, JSON_CONTENT_TYPE, json_body(mch_id, field, value, key)),
+            ApiVersion::V2 => (&self.v2_url, JSON_CONTENT_TYPE, json_body(mch_id, field, value, key)),
+            ApiVersion::V1 => (
+                &self.v1_url,
+                "application/x-www-form-urlencoded",
+                query_v1::request_body_by(mch_id, field, value, key),
+            ),
         };
         let mut resp = self
             .http
@@ -201,10 +222,23 @@ impl QueryClient {
         }
         let keys = self.merchants.keys(mch_id.as_str()).unwrap_or_default();
         match version {
-            ApiVersion::V1 => query_v1::parse_response(&bytes, keys, Some(pay_order_id.as_str())),
+            ApiVersion::V1 => query_v1::parse_response(&bytes, keys, (field == "payOrderId").then_some(value)),
             ApiVersion::V3 | ApiVersion::V2 => parse_response(version, &bytes, keys),
         }
     }
+}
+
+const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
+
+/// The signed JSON body of a v3/v2 `cc_query` naming the order by `field`.
+pub fn json_body(mch_id: &MchId, field: &str, value: &str, key: &MerchantKey) -> String {
+    let pairs = [("mchId", mch_id.as_str()), (field, value)];
+    serde_json::json!({
+        "mchId": mch_id.as_str(),
+        field: value,
+        "sign": sign::sign_pairs(pairs, key),
+    })
+    .to_string()
 }
 
 fn transport(e: reqwest::Error) -> QueryError {
@@ -459,5 +493,15 @@ mod tests {
             (None, None, None, None)
         );
         assert_eq!(q.mch_order_no.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn a_query_by_merchant_order_number_names_it_and_signs_it() {
+        let mch = MchId::parse("100").unwrap();
+        let body = json_body(&mch, "mchOrderNo", "shop-42", &key());
+        let params = Params::from_json(body.as_bytes()).unwrap();
+        assert_eq!((params.text("mchId"), params.text("mchOrderNo")), (Some("100"), Some("shop-42")));
+        assert_eq!(params.text("payOrderId"), None, "only the merchant's number is sent");
+        assert_eq!(params.text(SIGN_FIELD).unwrap(), sign::sign_canonical("mchId=100&mchOrderNo=shop-42", &key()));
     }
 }

@@ -12,10 +12,15 @@ pub const PATH: &str = "query_order";
 
 /// The form body of a query for one order: `params=` and the percent-encoded signed JSON.
 pub fn request_body(mch_id: &MchId, pay_order_id: &PayOrderId, key: &MerchantKey) -> String {
-    let pairs = [("mchId", mch_id.as_str()), ("payOrderId", pay_order_id.as_str())];
+    request_body_by(mch_id, "payOrderId", pay_order_id.as_str(), key)
+}
+
+/// The form body of a query naming the order by `field` (`payOrderId` or `mchOrderNo`).
+pub fn request_body_by(mch_id: &MchId, field: &str, value: &str, key: &MerchantKey) -> String {
+    let pairs = [("mchId", mch_id.as_str()), (field, value)];
     let json = serde_json::json!({
         "mchId": mch_id.as_str(),
-        "payOrderId": pay_order_id.as_str(),
+        field: value,
         "sign": sign::sign_pairs(pairs, key),
     });
     let json = json.to_string();
@@ -203,5 +208,16 @@ mod tests {
             assert!(matches!(parse(c.clone()), Err(QueryError::Unparseable(_))), "{c}");
         }
         assert!(matches!(parse_response(b"<html>", &[], None), Err(QueryError::Unparseable(_))));
+    }
+
+    #[test]
+    fn a_query_by_merchant_order_number_is_a_signed_form_field_too() {
+        let mch = MchId::parse("10000702").unwrap();
+        let body = request_body_by(&mch, "mchOrderNo", "wx-1", &key());
+        let form = Params::from_form(body.as_bytes()).unwrap();
+        let inner = Params::from_json(form.text("params").unwrap().as_bytes()).unwrap();
+        assert_eq!((inner.text("mchId"), inner.text("mchOrderNo")), (Some("10000702"), Some("wx-1")));
+        assert_eq!(inner.text("payOrderId"), None);
+        assert_eq!(inner.text(SIGN_FIELD).unwrap(), sign::sign_canonical("mchId=10000702&mchOrderNo=wx-1", &key()));
     }
 }

@@ -47,6 +47,10 @@ pub struct SandboxArgs {
     /// v3 payments that never happened, signed with a wrong key (one attempt, never re-sent after the 401; --concurrent and --duplicates still multiply its POSTs).
     #[arg(long, default_value_t = 0)]
     pub forged: u32,
+    /// v3 payments booked as paid whose notification is "lost": nothing is sent; only the query
+    /// tells (register their mchOrderNo as expected orders and the reconciler finds them).
+    #[arg(long, default_value_t = 0)]
+    pub lost: u32,
     /// Amount of each payment, in cents.
     #[arg(long, default_value_t = 1500)]
     pub amount: i64,
@@ -181,6 +185,13 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         let forged = SendOptions { forge_sign: true, max_attempts: Some(1), ..knobs.clone() };
         let d = sandbox.send_v3_payment(args.amount, &forged).await?;
         describe("forged", &d);
+    }
+    for _ in 0..args.lost {
+        let o = sandbox.create_v3_payment(args.amount);
+        println!(
+            "lost       {} amount {}: paid, notification NOT sent; mchOrderNo {} (register it as an expected order)",
+            o.pay_order_id, o.amount, o.mch_order_no
+        );
     }
     if args.exit_when_sent {
         if unacknowledged > 0 {

@@ -49,6 +49,10 @@ pub struct AdminState {
     pub health: crate::health::Health,
     /// How long a console session lasts.
     pub session_ttl: Duration,
+    /// Merchants whose orders may be registered.
+    pub merchants: Arc<crate::iotpay::merchants::Merchants>,
+    /// How long after registration an order is first reconciled.
+    pub reconcile_after: Duration,
 }
 
 /// Every admin route: `/api/...` behind bearer tokens, the console, health and metrics.
@@ -112,6 +116,8 @@ impl AdminApp {
             readiness,
             health,
             session_ttl: console::SESSION_TTL,
+            merchants: Arc::new(config.merchants.clone()),
+            reconcile_after: config.reconcile.after,
         };
         Some(match TcpListener::bind(config.admin_listen_addr).await {
             Ok(listener) => Ok(Self { listener, router: router(state) }),

@@ -41,6 +41,9 @@ pub struct EventData {
     pub currency: String,
     /// Always `confirmed`.
     pub status: String,
+    /// `notification`, or `reconciliation` when IOTPay's notification never arrived and the
+    /// payment was found by querying IOTPay.
+    pub source: String,
     /// IOTPay's numeric order status.
     pub iotpay_status: i32,
     /// IOTPay's `payType` (v3).
@@ -95,6 +98,7 @@ impl ForwardedEvent {
                 amount: e.amount,
                 currency: e.currency.clone(),
                 status: e.status.clone(),
+                source: e.source.clone(),
                 iotpay_status: e.iotpay_status,
                 pay_type: e.pay_type.clone(),
                 refundable: e.refundable,
@@ -137,6 +141,7 @@ mod tests {
             amount: 500,
             currency: "CAD".into(),
             status: "confirmed".into(),
+            source: "notification".into(),
             iotpay_status: 2,
             pay_type: Some("refund".into()),
             refundable: None,
@@ -172,6 +177,7 @@ mod tests {
             "amount",
             "currency",
             "status",
+            "source",
         ] {
             assert!(d.get(key).is_some(), "missing {key}");
         }

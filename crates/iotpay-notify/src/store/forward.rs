@@ -28,6 +28,8 @@ pub struct EventRow {
     pub currency: String,
     /// Always `confirmed` here (the claim checks it).
     pub status: String,
+    /// `notification` or `reconciliation` (found by querying IOTPay, no notification arrived).
+    pub source: String,
     /// IOTPay's numeric status.
     pub iotpay_status: i32,
     /// IOTPay's `payType`.
@@ -124,7 +126,7 @@ pub async fn claim(
                   e.original_order_id, e.amount, e.currency, e.status, e.iotpay_status, e.pay_type,
                   e.refundable, e.pay_succ_time_raw, e.pay_succ_at, e.card_num, e.card_type,
                   e.expiry_date, e.channel, e.invoice_num, e.auth_num, e.trans_num, e.channel_order_no,
-                  e.created_at, e.confirmed_at
+                  e.created_at, e.confirmed_at, e.source
         "#,
     )
     .bind(endpoint)

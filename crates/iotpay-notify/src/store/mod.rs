@@ -8,8 +8,10 @@ pub mod forward;
 pub mod group_commit;
 pub mod occupancy;
 pub mod ops;
+pub mod orders;
 pub mod orphans;
 pub mod reach;
+pub mod reconcile;
 pub mod retention;
 
 use std::time::Duration;

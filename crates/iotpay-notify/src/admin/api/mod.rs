@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod events;
 pub mod input;
 pub mod openapi;
+pub mod orders;
 pub mod stats;
 
 use axum::routing::{get, post};
@@ -24,4 +25,6 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/events/{event_id}/recheck", post(events::recheck))
         .route("/v1/deliveries/redrive", post(deliveries::redrive))
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/orders", post(orders::register))
+        .route("/v1/orders/{mch_id}/{mch_order_no}", get(orders::show))
 }
