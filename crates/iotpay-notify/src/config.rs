@@ -156,6 +156,18 @@ pub const DEFAULT_V1_API_URL: &str = "https://api.iotpaycloud.com/v1";
 pub const DEFAULT_TIME_ZONE: &str = "America/Toronto";
 
 impl Config {
+    /// The client for IOTPay's query APIs (v3, v2, v1), as the confirmation worker and the
+    /// reconciler both use it: one place that knows which settings make it.
+    pub fn query_client(&self) -> Result<crate::iotpay::query::QueryClient, reqwest::Error> {
+        crate::iotpay::query::QueryClient::new(
+            &self.v3_api_url,
+            &self.v2_api_url,
+            &self.v1_api_url,
+            std::sync::Arc::new(self.merchants.clone()),
+            self.confirm.timeouts(),
+        )
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())

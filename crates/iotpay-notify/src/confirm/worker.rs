@@ -51,14 +51,7 @@ impl BatchWrite for Decisions {
 impl Confirmer {
     /// Builds the worker from the service configuration.
     pub fn from_config(pool: PgPool, config: &Config) -> Result<Self, reqwest::Error> {
-        let client = QueryClient::new(
-            &config.v3_api_url,
-            &config.v2_api_url,
-            &config.v1_api_url,
-            Arc::new(config.merchants.clone()),
-            config.confirm.timeouts(),
-        )?;
-        Ok(Self::new(pool, client, config.confirm.clone(), config.forward_urls.clone()))
+        Ok(Self::new(pool, config.query_client()?, config.confirm.clone(), config.forward_urls.clone()))
     }
 
     /// Builds the worker from its parts (starts its decision writers: call within a runtime).

@@ -44,13 +44,7 @@ impl Reconciler {
 
     /// Builds the replica the service runs.
     pub fn from_config(pool: PgPool, config: &Config) -> Result<Self, reqwest::Error> {
-        let client = QueryClient::new(
-            &config.v3_api_url,
-            &config.v2_api_url,
-            &config.v1_api_url,
-            Arc::new(config.merchants.clone()),
-            config.confirm.timeouts(),
-        )?;
+        let client = config.query_client()?;
         let name = format!("reconciler-{}", std::process::id());
         Ok(Self::new(pool, client, config.reconcile.clone(), config.confirm.lease, config.forward_urls.clone(), &name))
     }
