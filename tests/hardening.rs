@@ -369,3 +369,18 @@ async fn open_connections_are_capped_per_address_and_in_all() {
     let mut third = TcpStream::connect(capped.addr).await.unwrap();
     assert!(closed_within(&mut third, Duration::from_secs(2)).await, "over the global cap");
 }
+
+/// Item 7: the limiter evicts the least recently used bucket, not the oldest: an address that
+/// keeps failing stays out of budget however many new addresses churn past it.
+#[test]
+fn an_address_in_use_outlives_a_churn_of_new_addresses() {
+    use iotpay_notify::ingest::guard::{Guard, GuardSettings};
+    use std::net::{IpAddr, Ipv4Addr};
+    let guard = Guard::new(GuardSettings { failures_per_minute: 1, ..Default::default() });
+    let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+    guard.record_failure(attacker);
+    for i in 0..(iotpay_notify::ingest::limiter::MAX_TRACKED as u32 * 2) {
+        guard.record_failure(IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i)));
+        assert!(!guard.has_budget(attacker), "the attacker's bucket was evicted after {i} new addresses");
+    }
+}
