@@ -3,6 +3,7 @@
 //! the failure budget or by a stranger's connections. Every test runs the real accept loop on
 //! port 0 and attacks it over real sockets.
 
+mod adminkit;
 mod common;
 
 use std::net::SocketAddr;
@@ -170,4 +171,29 @@ async fn open_connections_are_capped_per_address_and_in_all() {
     settle().await;
     let mut third = connect_from("127.0.0.3", capped.addr).await;
     assert!(closed_within(&mut third, Duration::from_secs(2)).await, "over the global cap");
+}
+
+/// Item 2: the admin listener has the same limits as the public one: a header-read timeout and
+/// a per-address cap.
+#[tokio::test]
+async fn the_admin_listener_cuts_off_unfinished_headers_and_caps_connections() {
+    let db = TestDatabase::create().await;
+    let admin = adminkit::Admin::spawn(&db, &[]).await;
+    let mut partial = TcpStream::connect(admin.admin).await.unwrap();
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..255 {
+        held.push(TcpStream::connect(admin.admin).await.unwrap());
+    }
+    settle().await;
+    assert_eq!(held.iter().filter(|s| is_closed(s)).count(), 0, "256 connections from one address are served");
+    let mut over = TcpStream::connect(admin.admin).await.unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(2)).await, "the 257th is closed unread");
+    drop(held);
+    // The default header-read timeout is 10 s.
+    let left = Duration::from_secs(15).saturating_sub(started.elapsed());
+    assert!(closed_within(&mut partial, left).await, "unfinished headers still open after 15 s");
+    let status = admin.client.get(admin.url("/healthz")).send().await.unwrap().status().as_u16();
+    assert_eq!(status, 200);
 }

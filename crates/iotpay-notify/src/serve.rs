@@ -1,6 +1,6 @@
 //! Serving a router with limits `axum::serve` does not have: a header-read timeout, a cap on
 //! open connections, a cap per client address, and a share of the connections reserved for the
-//! sources the notify route admits. Used by the public listener.
+//! sources the notify route admits. Used by both listeners of the service.
 //!
 //! A connection over a cap is closed at once, before anything is read from it (the client sees
 //! a reset or EOF and retries, as IOTPay does). A connection that does not finish its request
