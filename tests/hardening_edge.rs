@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use iotpay_devtools::testing::TestDatabase;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+const PROXY: (&str, &str) = ("NOTIFY_TRUSTED_PROXIES", "127.0.0.1/32");
 
 /// A connection to `to` from the local address `from` (any of 127.0.0.0/8 is ours).
 async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -196,4 +199,153 @@ async fn the_admin_listener_cuts_off_unfinished_headers_and_caps_connections() {
     assert!(closed_within(&mut partial, left).await, "unfinished headers still open after 15 s");
     let status = admin.client.get(admin.url("/healthz")).send().await.unwrap().status().as_u16();
     assert_eq!(status, 200);
+}
+
+/// True while `s` is open and the server has sent nothing on it.
+fn is_silent(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The status line the server answers on `s` within `within`.
+async fn status_line(s: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 1024];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned()),
+        _ => None,
+    }
+}
+
+/// POSTs `body` as IOTPay's client `xff` behind the trusted proxy (127.0.0.1), on a new
+/// connection; the status, or the transport error as text.
+async fn post_via_proxy(app: &TestApp, xff: &str, body: String) -> Result<u16, String> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    client
+        .post(app.url("/iotpay/notify"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", xff)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// A request head announcing `length` bytes from `xff`, then `first` of them; the stream is
+/// left open with the rest never sent.
+async fn slow_body(app: &TestApp, xff: &str, length: usize, first: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /iotpay/notify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-forwarded-for: {xff}\r\ncontent-length: {length}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    s
+}
+
+/// Sends `body` chunked (no Content-Length), in two chunks, from `xff`; the status line.
+async fn post_chunked(app: &TestApp, xff: &str, body: &[u8]) -> Option<String> {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /iotpay/notify HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-forwarded-for: {xff}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (a, b) = body.split_at(body.len() / 2);
+    for chunk in [a, b] {
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        s.write_all(chunk).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    status_line(&mut s, Duration::from_secs(5)).await
+}
+
+/// A notification for a merchant not configured here, correctly signed with that merchant's own
+/// key: what IOTPay sends when another merchant points its notifyUrl at us.
+fn foreign(order: &str) -> String {
+    let mut v = v3_pay(order, 100);
+    v["mchId"] = json!("99999999");
+    signed(v, "THEIRKEY0000000000000000000000AA")
+}
+
+/// Item 3: an address on probation — here IOTPay's own, put there by another merchant's
+/// notifications (anyone with an IOTPay merchant account can send those through IOTPay) — still
+/// gets a correctly signed notification through when its body comes chunked.
+#[tokio::test]
+async fn a_chunked_signed_notification_passes_probation() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.pool.clone(), &db.url(), &[PROXY, ("NOTIFY_FAILURES_PER_MINUTE", "2")]).await;
+    let iotpay = "198.51.100.7";
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(post_via_proxy(&app, iotpay, foreign(&format!("X{i}"))).await.unwrap());
+    }
+    assert_eq!(answers, [401, 401, 429, 429], "IOTPay's address is on probation");
+    let genuine = signed(v3_pay("C1", 100), KEY);
+    assert_eq!(post_chunked(&app, iotpay, genuine.as_bytes()).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    // The cap and the sign still apply to chunked bodies on probation.
+    let forged = signed(v3_pay("C2", 100), "FORGEDKEY");
+    assert_eq!(post_chunked(&app, iotpay, forged.as_bytes()).await.as_deref(), Some("HTTP/1.1 429 Too Many Requests"));
+    let huge = vec![b' '; 20 * 1024];
+    assert_eq!(post_chunked(&app, iotpay, &huge).await.as_deref(), Some("HTTP/1.1 429 Too Many Requests"));
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT pay_order_id FROM payment_events").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(stored, ["C1"]);
+}
+
+/// Item 3: one address on probation holding 80 slow bodies (more than the 64 probation slots the
+/// service used to share among all addresses) refuses no genuine notification: neither from
+/// another address on probation nor from its own address.
+#[tokio::test]
+async fn slow_bodies_on_probation_cannot_refuse_a_genuine_notification() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.pool.clone(), &db.url(), &[PROXY, ("NOTIFY_FAILURES_PER_MINUTE", "1")]).await;
+    let (attacker, iotpay) = ("203.0.113.9", "198.51.100.7");
+    for from in [attacker, iotpay] {
+        assert_eq!(post_via_proxy(&app, from, signed(v3_pay("F", 100), "FORGEDKEY")).await, Ok(401));
+        assert_eq!(post_via_proxy(&app, from, signed(v3_pay("F", 100), "FORGEDKEY")).await, Ok(429), "{from}");
+    }
+    let mut slow = Vec::new();
+    for _ in 0..80 {
+        slow.push(slow_body(&app, attacker, 10_000, b"{\"mchId\":").await);
+    }
+    settle().await;
+    let other = post_via_proxy(&app, iotpay, signed(v3_pay("G1", 100), KEY)).await;
+    let same = post_via_proxy(&app, attacker, signed(v3_pay("G2", 100), KEY)).await;
+    assert_eq!(other, Ok(200), "another address on probation");
+    assert_eq!(same, Ok(200), "the attacker's own (shared) address");
+    assert!(slow.iter().all(is_silent), "asked while every slow body was still being read");
+    // Each slow body is given up on after the probation read timeout.
+    assert_eq!(
+        status_line(&mut slow[0], Duration::from_secs(5)).await.as_deref(),
+        Some("HTTP/1.1 429 Too Many Requests")
+    );
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT pay_order_id FROM payment_events ORDER BY 1").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(stored, ["G1", "G2"]);
+}
+
+/// Items 3 and 7, IPv6 /64 churn: an attacker rotating through the addresses of its /64 shares
+/// one budget and holds slow bodies from all of them; genuine notifications from another /64 and
+/// from its own still pass.
+#[tokio::test]
+async fn ipv6_churn_within_a_64_refuses_no_genuine_notification() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.pool.clone(), &db.url(), &[PROXY, ("NOTIFY_FAILURES_PER_MINUTE", "3")]).await;
+    let mut answers = Vec::new();
+    for i in 1..=6 {
+        answers
+            .push(post_via_proxy(&app, &format!("2001:db8:1:2::{i:x}"), signed(v3_pay("F", 100), "FORGEDKEY")).await);
+    }
+    assert_eq!(answers, [Ok(401), Ok(401), Ok(401), Ok(429), Ok(429), Ok(429)], "one budget per /64");
+    let mut slow = Vec::new();
+    for i in 0..40 {
+        slow.push(slow_body(&app, &format!("2001:db8:1:2:{i:x}::1"), 10_000, b"{").await);
+    }
+    settle().await;
+    assert_eq!(post_via_proxy(&app, "2001:db8:9::7", signed(v3_pay("G1", 100), KEY)).await, Ok(200));
+    assert_eq!(post_via_proxy(&app, "2001:db8:1:2::ffff", signed(v3_pay("G2", 100), KEY)).await, Ok(200));
+    let genuine = signed(v3_pay("G3", 100), KEY);
+    assert_eq!(post_chunked(&app, "2001:db8:1:2::eeee", genuine.as_bytes()).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(count(&db.pool, "payment_events").await, 3);
 }
