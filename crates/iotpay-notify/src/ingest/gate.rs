@@ -10,12 +10,13 @@
 //!   configured key. So a correctly signed notification is never refused by the budget, while
 //!   a flood costs one short read and one MD5 per request and no log line.
 //!
-//! Probation reads take no slot of a pool: a pool is something an attacker can hold, and
+//! Probation reads take no slot from a pool: a pool is something an attacker can hold, and
 //! whoever holds it refuses the genuine notifications that need it (a shared pool lets one
 //! address refuse everyone's; a pool per address lets one address refuse its neighbours' behind
 //! the same NAT or proxy). They are bounded instead by the connection caps of [`crate::serve`]:
 //! HTTP/1.1 reads one request at a time per connection, so at most one probation read per open
-//! connection, each at most 16 KiB (less than hyper's own read buffer per connection) and 2 s.
+//! connection, each at most 16 KiB (hyper itself may buffer up to about 400 KiB of headers per
+//! connection) and 2 s.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
