@@ -231,20 +231,32 @@ impl Config {
             },
         };
         let d = crate::serve::ConnectionLimits::default();
+        let max_connections = number(&var, "HTTP_MAX_CONNECTIONS", d.max_connections)?;
+        let max_unlisted_connections = match var("HTTP_MAX_UNLISTED_CONNECTIONS") {
+            // Health checks and scrapers need a few; the listed peers keep at least half.
+            None => d.max_unlisted_connections.min(max_connections / 2),
+            Some(_) => whole_number(&var, "HTTP_MAX_UNLISTED_CONNECTIONS", 0)?,
+        };
+        if max_unlisted_connections >= max_connections {
+            return Err(invalid("HTTP_MAX_UNLISTED_CONNECTIONS", "must be less than HTTP_MAX_CONNECTIONS"));
+        }
         let connections = crate::serve::ConnectionLimits {
             header_read_timeout: Duration::from_millis(number(
                 &var,
                 "HTTP_HEADER_READ_TIMEOUT_MS",
                 d.header_read_timeout.as_millis() as u64,
             )?),
-            max_connections: number(&var, "HTTP_MAX_CONNECTIONS", d.max_connections)?,
-            max_connections_per_address: number(
+            max_connections,
+            max_connections_per_address: whole_number(
                 &var,
                 "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
                 d.max_connections_per_address,
             )?,
-            // A trusted proxy carries many clients on its connections.
-            exempt: guard.trusted_proxies.clone(),
+            max_unlisted_connections,
+            // Peers outside the allowlist are told apart at accept (see serve.rs); a trusted
+            // proxy carries many clients on its connections and is judged per request.
+            allowed: guard.allowed.clone(),
+            trusted_proxies: guard.trusted_proxies.clone(),
         };
         Ok(Config {
             database_url,
@@ -289,6 +301,18 @@ pub fn number<T: std::str::FromStr + PartialOrd + Default>(
             Ok(v) if v > T::default() => Ok(v),
             _ => Err(invalid(name, "expected a positive whole number")),
         },
+    }
+}
+
+/// Reads a whole number where 0 means "off", or `default` when unset.
+fn whole_number(
+    var: &impl Fn(&'static str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| invalid(name, "expected a whole number (0 = off)")),
     }
 }
 
@@ -470,6 +494,29 @@ mod tests {
         }
         assert_eq!(database_target("postgres://u:secret@db.internal:6543/iotpay"), "db.internal:6543/iotpay");
         assert_eq!(database_target("postgres://u:secret@h/db"), "h:5432/db");
+    }
+
+    #[test]
+    fn connection_caps_accept_zero_where_it_means_off() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut p = BASE.to_vec();
+            p.extend_from_slice(pairs);
+            from(&p)
+        };
+        let c = with(&[("HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"), ("HTTP_MAX_UNLISTED_CONNECTIONS", "0")]).unwrap();
+        assert_eq!(c.connections.max_connections_per_address, 0);
+        assert_eq!(c.connections.max_unlisted_connections, 0);
+        let d = with(&[]).unwrap().connections;
+        assert_eq!((d.max_connections, d.max_connections_per_address, d.max_unlisted_connections), (4096, 256, 64));
+        assert_eq!(with(&[("HTTP_MAX_CONNECTIONS", "10")]).unwrap().connections.max_unlisted_connections, 5);
+        for (k, v) in [
+            ("HTTP_MAX_CONNECTIONS_PER_ADDRESS", "-1"),
+            ("HTTP_MAX_CONNECTIONS_PER_ADDRESS", "many"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_UNLISTED_CONNECTIONS", "4096"),
+        ] {
+            assert!(matches!(with(&[(k, v)]), Err(ConfigError::Invalid { var, .. }) if var == k), "{k}={v}");
+        }
     }
 
     #[test]

@@ -132,8 +132,7 @@ impl AdminApp {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
+        crate::serve::serve_with_limits(self.listener, self.router, crate::serve::ConnectionLimits::default(), shutdown)
             .await
     }
 }

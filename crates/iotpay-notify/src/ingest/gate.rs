@@ -4,48 +4,42 @@
 //! - A source outside `NOTIFY_ALLOWED_CIDRS` (or one a trusted proxy could not name) gets `403`
 //!   at once, before its body is read or a request slot is taken.
 //! - An address with failure budget left goes on to the route as usual.
-//! - An address out of budget is on probation: it gets `429` at once unless it announces a small
-//!   body ([`PROBATION_MAX_BODY`]); that body is read within [`PROBATION_READ_TIMEOUT`], on one of
-//!   [`PROBATION_SLOTS`] separate slots (never the route's), and let through only if its sign
-//!   verifies under a configured key. So a correctly signed notification is never refused by the
-//!   budget, while a flood costs one short read and one MD5 per request and no log line.
+//! - An address out of budget is on probation: its body is read, up to [`PROBATION_MAX_BODY`]
+//!   (announced larger: `429` at once) and within [`PROBATION_READ_TIMEOUT`], whether it comes
+//!   with a `Content-Length` or chunked, and let through only if its sign verifies under a
+//!   configured key. So a correctly signed notification is never refused by the budget, while
+//!   a flood costs one short read and one MD5 per request and no log line.
+//!
+//! Probation reads take no slot from a pool: a pool is something an attacker can hold, and
+//! whoever holds it refuses the genuine notifications that need it (a shared pool lets one
+//! address refuse everyone's; a pool per address lets one address refuse its neighbours' behind
+//! the same NAT or proxy). They are bounded instead by the connection caps of [`crate::serve`]:
+//! HTTP/1.1 reads one request at a time per connection, so at most one probation read per open
+//! connection, each at most 16 KiB (hyper itself may buffer up to about 400 KiB of headers per
+//! connection) and 2 s.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 
 use super::guard::GuardError;
 use super::Ingest;
 
-/// Largest body read from an address on probation (a notification is about 1 KiB).
+/// Largest body read from an address on probation: a notification is about 1 KiB.
 pub const PROBATION_MAX_BODY: usize = 16 * 1024;
-/// Longest wait for the body of an address on probation.
+/// Longest wait for the body of an address on probation, after its headers.
 pub const PROBATION_READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bodies of addresses on probation read at once, across all of them.
-pub const PROBATION_SLOTS: usize = 64;
 
 /// The admitted client of a request (set by [`gate`] for the handler).
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted {
     /// The client's canonical address.
     pub ip: IpAddr,
-}
-
-/// The slots that bound probation reads.
-#[derive(Debug, Clone)]
-pub struct Probation(Arc<Semaphore>);
-
-impl Default for Probation {
-    fn default() -> Self {
-        Self(Arc::new(Semaphore::new(PROBATION_SLOTS)))
-    }
 }
 
 /// The middleware: see the module documentation.
@@ -82,14 +76,12 @@ async fn on_probation(ingest: &Ingest, request: Request) -> Result<Request, Resp
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_none_or(|n| n > PROBATION_MAX_BODY) {
+    // Without a Content-Length (chunked) the body is read under the same cap: it is how some
+    // senders and proxies send, and a signed one must pass. (hyper already answered `400` to a
+    // malformed Content-Length.)
+    if announced.is_some_and(|n| n > PROBATION_MAX_BODY) {
         return Err(refuse(GuardError::RateLimited));
     }
-    let Ok(_slot) = ingest.probation().0.clone().try_acquire_owned() else {
-        // Every probation slot is busy: shed like any overload (IOTPay re-sends a 503).
-        metrics::counter!("iotpay_notifications_total", "outcome" => "overloaded").increment(1);
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "FAIL").into_response());
-    };
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, PROBATION_MAX_BODY);
     let Ok(Ok(bytes)) = tokio::time::timeout(PROBATION_READ_TIMEOUT, read).await else {

@@ -22,7 +22,7 @@ use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsE
 use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
 use batch::{BatchSettings, Batcher};
-use gate::{Admitted, Probation};
+use gate::Admitted;
 use guard::{Guard, GuardError};
 
 /// Largest notification body accepted (CONTRACT.md).
@@ -157,7 +157,6 @@ pub struct Ingest {
     time_zone: crate::iotpay::TimeZone,
     store_timeout: Duration,
     guard: Arc<Guard>,
-    probation: Probation,
     pressure: IngestPressure,
 }
 
@@ -173,18 +172,12 @@ impl Ingest {
     ) -> Self {
         let batcher = Batcher::start(pool, batch);
         let pressure = IngestPressure::default();
-        let probation = Probation::default();
-        Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), probation, pressure }
+        Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), pressure }
     }
 
     /// The guard in front of the route.
     pub fn guard(&self) -> &Guard {
         &self.guard
-    }
-
-    /// The slots bounding probation reads (see [`gate`]).
-    pub fn probation(&self) -> &Probation {
-        &self.probation
     }
 
     /// True when `body` parses and its sign verifies under a key of its merchant: the one test
