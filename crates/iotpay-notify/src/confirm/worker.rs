@@ -306,19 +306,6 @@ enum Claim {
     Failed,
 }
 
-/// Starts the worker into `workers`; it stops when `shutdown` is cancelled.
-pub fn spawn(
-    workers: &mut JoinSet<()>,
-    pool: PgPool,
-    config: &Config,
-    shutdown: CancellationToken,
-    pressure: IngestPressure,
-) -> Result<(), reqwest::Error> {
-    let confirmer = Confirmer::from_config(pool, config)?.yielding_to(pressure);
-    workers.spawn(confirmer.run(shutdown));
-    Ok(())
-}
-
 /// Logs a check that panicked (its event's lease expires and it is checked again).
 fn reap(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
