@@ -108,6 +108,8 @@ impl Health {
         stop: Option<CancellationToken>,
         task: impl Future<Output = T> + Send + 'static,
     ) -> JoinHandle<()> {
+        #[cfg(all(feature = "fault-injection", unix))]
+        let task = crate::fault::armed(&name, task);
         // The task runs on its own so that its panic is caught by the runtime, and is seen here.
         let running = tokio::spawn(task);
         let health = self.clone();
