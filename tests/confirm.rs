@@ -18,7 +18,7 @@ use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::confirm::Confirmer;
 use iotpay_notify::domain::MerchantKey;
 use iotpay_notify::iotpay::sign;
-use iotpay_notify::store::confirm::{self as queue, Applied, Decided, Verdict};
+use iotpay_notify::store::confirm::{self as queue, Applied, Decided, OrderAnswer, Verdict};
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -472,6 +472,98 @@ async fn a_merchant_level_error_is_retried_and_never_rejects() {
     assert_eq!(checks, 0);
 }
 
+/// Issue 11 audit: the minimum age of "not found" is measured from IOTPay's first such answer,
+/// not from when the event was stored. An event stored an hour ago (a backlog, a worker outage)
+/// that IOTPay does not know for a few seconds is not rejected: once IOTPay knows it, it confirms.
+#[tokio::test]
+async fn an_old_event_is_not_rejected_by_a_few_quick_not_found_answers() {
+    let h = Harness::new().await;
+    h.fake.script("POLD", [Reply::NotFound, Reply::NotFound, Reply::NotFound, Reply::NotFound, v3_ok("POLD", 100)]);
+    h.notify(v3_pay("POLD", 100)).await;
+    sqlx::query("UPDATE payment_events SET created_at = now() - interval '1 hour' WHERE pay_order_id = 'POLD'")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let mut env = forward_env().to_vec();
+    env.extend([("CONFIRM_NOT_FOUND_CHECKS", "3"), ("CONFIRM_NOT_FOUND_MIN_AGE_SECS", "60")]);
+    h.worker(&env);
+    let e = h.decided("POLD").await;
+    assert_eq!(status(&e), ("confirmed".into(), None), "four quick not-found answers do not span 60 s");
+    assert_eq!(h.fake.requests_for("POLD"), 5);
+    assert_eq!(e.get::<i32, _>("not_found_checks"), 0, "the answer that found the order reset the count");
+    assert!(e.get::<Option<chrono::DateTime<chrono::Utc>>, _>("first_not_found_at").is_none());
+}
+
+/// Issue 11 audit: only "not found" answers in a row count. An answer that finds the order
+/// (here: still pending) starts the count again; an answer about nothing (a FAIL about something
+/// else) leaves it as it is. And "mchOrderNo not exist" is about the order. IOTPay answers "not
+/// found" from the last scripted reply on until the 1 s span is reached, so the counts are read
+/// against the requests IOTPay got.
+#[tokio::test]
+async fn only_not_found_answers_in_a_row_count_toward_a_rejection() {
+    let h = Harness::new().await;
+    let pending = Reply::Order(v3_order_of(&v3_pay("PRESET", 100), 0));
+    h.fake.script("PRESET", [Reply::NotFound, Reply::NotFound, pending, Reply::NotFound]);
+    h.fake.script("PKEEP", [Reply::NotFound, Reply::NotFound, Reply::Fail("system busy"), Reply::NotFound]);
+    h.fake.script("PMNO", [Reply::Fail("mchOrderNo not exist")]);
+    let mut env = forward_env().to_vec();
+    env.extend(NOT_FOUND_FAST);
+    h.worker(&env);
+    for id in ["PRESET", "PKEEP", "PMNO"] {
+        h.notify(v3_pay(id, 100)).await;
+    }
+    // (event, answers that are not a "not found" of the final run, the message)
+    for (id, not_counted, message) in
+        [("PRESET", 3, "order not exist"), ("PKEEP", 1, "order not exist"), ("PMNO", 0, "mchOrderNo not exist")]
+    {
+        let e = h.decided(id).await;
+        let (status_text, reason) = status(&e);
+        assert_eq!(status_text, "rejected", "{id}: {reason:?}");
+        let checks = e.get::<i32, _>("not_found_checks");
+        assert!(checks >= 3, "{id}: {checks}");
+        assert_eq!(checks as usize, h.fake.requests_for(id) - not_counted, "{id}");
+        let reason = reason.unwrap();
+        assert!(
+            reason.starts_with(&format!("order unknown to IOTPay: {message} (on {checks} checks over ")),
+            "{id}: {reason}"
+        );
+        assert_eq!(deliveries_of(&h.db.pool, id).await, 0, "{id}");
+    }
+}
+
+/// Issue 11 audit: an operator's recheck asks afresh; "not found" answers from before it (two,
+/// over an hour) do not count toward a rejection.
+#[tokio::test]
+async fn a_recheck_starts_the_not_found_count_again() {
+    let h = Harness::new().await;
+    h.notify(v3_pay("PRCK", 100)).await;
+    sqlx::query(
+        "UPDATE payment_events SET status = 'unconfirmed', status_reason = 'gave up', decided_at = now(),
+                not_found_checks = 2, first_not_found_at = now() - interval '1 hour'
+          WHERE pay_order_id = 'PRCK'",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let event_id: String = event(&h.db.pool, "PRCK").await.get("event_id");
+    let queued = iotpay_notify::store::admin::recheck(&h.db.pool, &event_id).await.unwrap();
+    assert_eq!(queued, iotpay_notify::store::admin::Recheck::Queued);
+    let e = event(&h.db.pool, "PRCK").await;
+    assert_eq!(e.get::<i32, _>("not_found_checks"), 0);
+    assert!(e.get::<Option<chrono::DateTime<chrono::Utc>>, _>("first_not_found_at").is_none());
+
+    h.fake.script("PRCK", [Reply::NotFound]);
+    let mut env = forward_env().to_vec();
+    env.extend(NOT_FOUND_FAST);
+    h.worker(&env);
+    let started = Instant::now();
+    let e = h.decided("PRCK").await;
+    assert_eq!(status(&e).0, "rejected");
+    assert!(started.elapsed() >= Duration::from_secs(1), "a new 1 s span, not the hour before the recheck");
+    assert!(h.fake.requests_for("PRCK") >= 3, "three answers after the recheck, not one");
+    assert_eq!(e.get::<i32, _>("not_found_checks") as usize, h.fake.requests_for("PRCK"));
+}
+
 #[tokio::test]
 async fn a_response_with_a_wrong_sign_is_never_trusted() {
     let h = Harness::new().await;
@@ -894,13 +986,13 @@ async fn a_batch_of_decisions_applies_each_under_its_own_lease() {
         event_id: id_of(pay_order_id),
         token: token.into(),
         verdict,
+        answer: OrderAnswer::Unknown,
     };
     let retry = Verdict::Retry {
         // IOTPay's message is quoted; Postgres text cannot hold U+0000, so it is dropped.
         reason: "IOTPay says: busy\u{0}now".into(),
         delay: Duration::from_secs(60),
         give_up_reason: "gave up".into(),
-        not_found: false,
     };
     let batch = vec![
         decided("B1", "tok", Verdict::Confirmed),

@@ -138,3 +138,42 @@ async fn one_pending_wake_up_per_batch_with_new_events_none_for_repeats_only() {
     }
     assert_eq!(wake_ups, 1);
 }
+
+/// A writer with a bug: it panics on the item 13.
+struct Buggy;
+
+impl iotpay_notify::store::group_commit::BatchWrite for Buggy {
+    type Item = u32;
+    type Output = u32;
+    const NAME: &'static str = "buggy";
+
+    async fn write(&self, _pool: &sqlx::PgPool, items: &[u32]) -> Result<Vec<u32>, store::StoreError> {
+        assert!(!items.contains(&13), "bug in the writer");
+        Ok(items.to_vec())
+    }
+}
+
+/// Issue 11 audit: group-commit writers started under the service's health are supervised. A
+/// writer that dies fails that health (so `/readyz` answers 503 and the service stops), where
+/// before the queue answered `Closed` to every caller for good and nothing else noticed.
+#[tokio::test]
+async fn a_writer_that_dies_fails_the_health_it_was_started_under() {
+    use iotpay_notify::store::group_commit::{GroupCommit, GroupSettings};
+    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1:9/unused").unwrap();
+    let settings = GroupSettings { max_batch: 1, max_wait: Duration::ZERO, writers: 1 };
+    let health = iotpay_notify::health::Health::default();
+    let queue = health.scope(|| GroupCommit::start(pool.clone(), Buggy, settings));
+    assert_eq!(queue.submit(1).await.unwrap(), 1);
+    assert!(health.is_ok());
+
+    assert!(matches!(queue.submit(13).await, Err(store::StoreError::Closed)));
+    tokio::time::timeout(Duration::from_secs(5), health.failed()).await.expect("the health fails");
+    assert!(!health.is_ok());
+    let failure = health.failure().unwrap();
+    assert!(failure.starts_with("buggy-writer panicked: bug in the writer"), "{failure}");
+    assert!(matches!(queue.submit(2).await, Err(store::StoreError::Closed)), "the queue is gone for good");
+
+    // Outside any scope (a test's or an operator command's own queue) nothing is supervised.
+    let unsupervised = GroupCommit::start(pool, Buggy, settings);
+    assert!(matches!(unsupervised.submit(13).await, Err(store::StoreError::Closed)));
+}

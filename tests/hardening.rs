@@ -246,6 +246,47 @@ async fn one_signed_string_means_one_set_of_fields() {
     assert_eq!(count(&db.pool, "payment_events").await, 1, "nothing else stored");
 }
 
+/// Item 4 (audit): `&` and `=` are refused in every value kept on the event, not only in the ids,
+/// `payType` and `paySuccTime`: the channel, card and authorization fields too (v3, v2 and v1).
+#[tokio::test]
+async fn separators_are_refused_in_every_value_kept_on_the_event() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(&db).await;
+    let v1 = |id: &str| {
+        json!({"payOrderId": id, "mchId": MCH, "mchOrderNo": format!("wx-{id}"), "channeId": "WX_NATIVE",
+               "currency": "CAD", "amount": 990, "status": 2, "channelOrderNo": "4200000000000042",
+               "paySuccTime": "1709651472000", "backType": "2"})
+    };
+    let cases = [
+        ("S1", v3_pay("S1", 100), "authNum", "A1&payType=refund"),
+        ("S2", v3_pay("S2", 100), "invoiceNum", "INV=1"),
+        ("S3", v3_pay("S3", 100), "channel", "PF_CC&transId=1"),
+        ("S4", v3_pay("S4", 100), "expiryDate", "07=25"),
+        ("S5", v3_pay("S5", 100), "cardNum", "432567******2266&a=b"),
+        ("S6", v2_pay("S6", 100), "cardType", "V&payType=refund"),
+        ("S7", v2_pay("S7", 100), "expirationDate", "0725&x=1"),
+        ("S8", v1("S8"), "channelOrderNo", "42&payType=refund"),
+        ("S9", v1("S9"), "channeId", "WX_NATIVE=1"),
+    ];
+    for (id, fields, field, value) in cases {
+        let post = |fields: Value| async {
+            if fields.get("channeId").is_some() {
+                app.post(signed_form(fields, KEY).into_bytes(), Some("application/x-www-form-urlencoded")).await
+            } else {
+                app.post_json(&signed(fields, KEY)).await
+            }
+        };
+        let mut bad = fields.clone();
+        bad[field] = json!(value);
+        let (status, _) = post(bad).await;
+        assert_eq!(status, 400, "{field} = {value:?}");
+        // The same notification without the separator is stored: the refusal is the separator's.
+        let (status, _) = post(fields).await;
+        assert_eq!(status, 200, "{id} as sent");
+    }
+    assert_eq!(count(&db.pool, "payment_events").await, 9);
+}
+
 async fn mismatches(app: &TestApp) -> f64 {
     let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()

@@ -1,5 +1,5 @@
-//! Issue 11, the process and operator side: logging can never stop the service, a dead worker
-//! fails the process, untrusted text cannot forge log lines, secrets in URLs are masked in every
+//! Issue 11, the process and operator side: logging can never stop the service, a dead task
+//! (a worker, a group-commit writer, the readiness probe, a listener) fails the process, untrusted text cannot forge log lines, secrets in URLs are masked in every
 //! output, `--since` cannot wrap, deliveries to removed endpoints can be listed, dropped, moved.
 
 mod common;
@@ -134,6 +134,105 @@ async fn a_worker_that_stops_fails_readiness_and_the_service() {
     assert!(ended.is_err(), "the service reports the dead worker");
     assert!(shutdown.is_cancelled());
     assert!(ready_seen.await.unwrap(), "readiness failed once the worker was gone");
+}
+
+/// A fake IOTPay that accepts connections and never answers: a check sent to it stays in flight
+/// (until the query timeout), so a stopping confirmation worker spends its shutdown grace on it.
+async fn silent_iotpay() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v3", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+/// Issue 11 audit, item 6: every long-lived task is supervised, not only the workers. Through
+/// the real binary: when a group-commit writer (ingest's, or the confirmation decisions'), the
+/// readiness probe, the admin server or a worker (the reconciler; the confirmation worker stays
+/// alive with a check in flight, so the listeners answer during its shutdown grace) dies,
+/// `/readyz` turns `503` and the process exits 1 naming the task. The task is made to panic by the test build's fault hook
+/// (`IOTPAY_NOTIFY_FAULT`, SIGUSR1: src/fault.rs, compiled into test builds only), since nothing
+/// from outside can make a correct task end.
+#[tokio::test]
+async fn a_dead_supervised_task_fails_readiness_and_the_process() {
+    let db = TestDatabase::create().await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    for (i, task) in ["ingest-writer", "confirm-writer", "readiness-probe", "admin-server", "reconcile-worker"]
+        .into_iter()
+        .enumerate()
+    {
+        let (iotpay, queried) = silent_iotpay().await;
+        let (port, admin_port) = (free_port(), free_port());
+        let mut child = serve(&db, port)
+            .env("IOTPAY_V3_API_URL", &iotpay)
+            .env("ADMIN_TOKENS", "t".repeat(40))
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("IOTPAY_NOTIFY_FAULT", task)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let logs = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&client, &base).await;
+        let resp = client
+            .post(format!("{base}/iotpay/notify"))
+            .header("content-type", "application/json")
+            .body(signed(v3_pay(&format!("SUP{i}"), 100), KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.text().await.unwrap(), "SUCCESS", "{task}: stored while every task runs");
+        // A check in flight: the stopping service keeps its listeners up during the worker's grace.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queried.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "{task}: the confirmation worker never queried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200, "{task}");
+
+        let sent = Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            match client.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status() != 200 => break (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "{task}: /readyz never turned 503");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(answer, (503, "a background task stopped".to_owned()), "{task}");
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{task}: the process did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let logs = logs.join().unwrap();
+        assert_eq!(status.code(), Some(1), "{task}: {logs}");
+        let last = logs.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("a background task stopped unexpectedly")
+                && last.contains(&format!("{task} panicked: fault injected into {task}")),
+            "{task}: the exit names the task: {last}"
+        );
+    }
 }
 
 /// Item 7: a field name with a newline cannot forge a log line, and a huge one is not logged whole.

@@ -123,7 +123,6 @@ pub async fn decide_all(pool: &PgPool, endpoints: &[String], retry: Option<&str>
                 reason: reason.into(),
                 delay: std::time::Duration::ZERO,
                 give_up_reason: format!("gave up; last: {reason}"),
-                not_found: false,
             },
         };
         apply(pool, &c.event_id, &c.leased_by, &verdict, std::time::Duration::from_secs(86_400), endpoints)

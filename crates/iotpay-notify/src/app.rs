@@ -98,10 +98,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `/readyz` of both listeners: from the background probe, never a query per request, and
-/// failing for good once a background worker stopped.
+/// failing for good once a supervised background task stopped ([`crate::health`]).
 pub async fn readyz_answer(readiness: &Readiness, health: &crate::health::Health) -> (StatusCode, &'static str) {
     if !health.is_ok() {
-        (StatusCode::SERVICE_UNAVAILABLE, "a background worker stopped")
+        (StatusCode::SERVICE_UNAVAILABLE, "a background task stopped")
     } else if readiness.is_ready().await {
         (StatusCode::OK, "ready")
     } else {
@@ -133,17 +133,20 @@ impl App {
     /// Binds `config.listen_addr` (port 0 picks a free port) and builds the state.
     pub async fn bind(config: &Config, pool: PgPool) -> std::io::Result<Self> {
         let zone = config.iotpay_time_zone.clone();
-        let ingest = Ingest::new(
-            pool.clone(),
-            Arc::new(config.merchants.clone()),
-            zone,
-            config.store_timeout,
-            config.ingest_batch,
-            Guard::new(config.guard.clone()),
-        );
+        let health = crate::health::Health::default();
+        // Its group-commit writers are supervised by this app's health.
+        let ingest = health.scope(|| {
+            Ingest::new(
+                pool.clone(),
+                Arc::new(config.merchants.clone()),
+                zone,
+                config.store_timeout,
+                config.ingest_batch,
+                Guard::new(config.guard.clone()),
+            )
+        });
         let pressure = ingest.pressure();
         let (readiness, probe) = readiness::new(pool.clone());
-        let health = crate::health::Health::default();
         let state = AppState {
             ingest,
             pool,
@@ -188,10 +191,10 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
-    /// The readiness probe runs meanwhile.
+    /// The readiness probe runs meanwhile, supervised: if it stops, `/readyz` fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let stop_probe = CancellationToken::new();
-        let probe = tokio::spawn(self.probe.run(stop_probe.clone()));
+        let probe = self.health.spawn_until("readiness-probe", &stop_probe, self.probe.run(stop_probe.clone()));
         let served = crate::serve::serve_with_limits(self.listener, self.router, self.connections, shutdown).await;
         stop_probe.cancel();
         let _ = probe.await;

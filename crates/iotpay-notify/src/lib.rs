@@ -15,6 +15,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+#[cfg(all(feature = "fault-injection", unix))]
+pub mod fault;
 pub mod forward;
 pub mod health;
 pub mod healthcheck;

@@ -33,9 +33,13 @@ pub fn new(pool: PgPool) -> (Readiness, Probe) {
 
 impl Readiness {
     /// True when the last probe reached the database. Before the first probe has answered, waits
-    /// for it (at most the probe timeout and a little more).
+    /// for it (at most the probe timeout and a little more). False once the probe is gone: its
+    /// last answer is no longer news.
     pub async fn is_ready(&self) -> bool {
         let mut rx = self.rx.clone();
+        if rx.has_changed().is_err() {
+            return false;
+        }
         let first = tokio::time::timeout(PROBE_TIMEOUT + Duration::from_millis(500), async {
             rx.wait_for(Option::is_some).await.map(|v| v.unwrap_or(false)).unwrap_or(false)
         });
@@ -44,7 +48,8 @@ impl Readiness {
 }
 
 impl Probe {
-    /// Probes until `stop` is cancelled.
+    /// Probes until `stop` is cancelled. The service supervises it ([`crate::app::App::serve`]):
+    /// were it to stop early, `/readyz` would otherwise repeat its last answer for good.
     pub async fn run(self, stop: CancellationToken) {
         loop {
             let ok = crate::store::ping(&self.pool, PROBE_TIMEOUT).await;

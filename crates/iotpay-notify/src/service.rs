@@ -1,15 +1,17 @@
 //! The whole service in one process: the HTTP app and the background workers (confirmation,
-//! forwarding), started together and stopped together. `serve` and `demo` both run this.
+//! reconciliation, forwarding), started together, supervised together, stopped together.
+//! `serve` and `demo` both run this.
 
 use std::net::SocketAddr;
 
 use sqlx::PgPool;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminApp;
 use crate::app::App;
 use crate::config::Config;
+use crate::confirm::Confirmer;
 use crate::health::Health;
 
 /// Why the service could not start.
@@ -28,18 +30,25 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
 }
 
-/// A running service; stops when its shutdown token is cancelled.
+/// A running service; stops when its shutdown token is cancelled, or when one of its tasks fails.
 pub struct Running {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    admin: Option<JoinHandle<std::io::Result<()>>>,
+    /// The caller's token: cancelled, everything stops (the listeners first).
     shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
-    workers: JoinSet<()>,
+    /// The workers' token, a child of `shutdown`: after a failure the workers stop first.
+    work: CancellationToken,
+    /// The HTTP and admin servers (each resolves once it ended and was accounted for).
+    listeners: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     health: Health,
 }
 
 /// Binds the HTTP app and starts it with every worker the configuration asks for.
+///
+/// Every long-lived task is supervised by the app's [`Health`]: the workers, the group-commit
+/// writers their constructors start (inside [`Health::scope`]), the readiness probe and both
+/// listeners. One that ends unexpectedly fails `/readyz` and makes [`Running::wait`] an error.
 pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, StartError> {
     let app = App::bind(config, pool.clone())
         .await
@@ -54,31 +63,49 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     };
     let admin_addr = admin.as_ref().map(AdminApp::local_addr);
-    let mut workers = JoinSet::new();
+    // Everything that can fail is built before anything is spawned: an error leaves no task behind.
     let pressure = app.pressure();
-    crate::confirm::spawn(&mut workers, pool.clone(), config, shutdown.clone(), pressure.clone())?;
-    workers.spawn(crate::reconcile::Reconciler::from_config(pool.clone(), config)?.run(shutdown.clone()));
-    match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
-        (false, Some(secret)) => {
-            let forwarder = crate::forward::Forwarder::new(
-                pool,
-                config.forward_urls.clone(),
-                secret,
-                config.forward.clone(),
-                None,
-            )?
-            .yielding_to(pressure);
-            workers.spawn(forwarder.run(shutdown.clone()));
+    let confirmer = health.scope(|| Confirmer::from_config(pool.clone(), config))?.yielding_to(pressure.clone());
+    let reconciler = crate::reconcile::Reconciler::from_config(pool.clone(), config)?;
+    let forwarder = match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
+        (false, Some(secret)) => Some(
+            health
+                .scope(|| {
+                    crate::forward::Forwarder::new(
+                        pool,
+                        config.forward_urls.clone(),
+                        secret,
+                        config.forward.clone(),
+                        None,
+                    )
+                })?
+                .yielding_to(pressure),
+        ),
+        _ => {
+            tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
+            None
         }
-        _ => tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded"),
+    };
+    let work = shutdown.child_token();
+    let mut workers = vec![
+        health.spawn_until("confirm-worker", &work, confirmer.run(work.clone())),
+        health.spawn_until("reconcile-worker", &work, reconciler.run(work.clone())),
+    ];
+    if let Some(forwarder) = forwarder {
+        workers.push(health.spawn_until("forward-worker", &work, forwarder.run(work.clone())));
     }
     let stop = shutdown.clone();
-    let server = tokio::spawn(app.serve(async move { stop.cancelled().await }));
-    let admin = admin.map(|a| {
+    let mut listeners =
+        vec![health.spawn_until("http-server", &shutdown, app.serve(async move { stop.cancelled().await }))];
+    if let Some(admin) = admin {
         let stop = shutdown.clone();
-        tokio::spawn(a.serve(async move { stop.cancelled().await }))
-    });
-    Ok(Running { addr, admin_addr, admin, shutdown, server, workers, health })
+        listeners.push(health.spawn_until(
+            "admin-server",
+            &shutdown,
+            admin.serve(async move { stop.cancelled().await }),
+        ));
+    }
+    Ok(Running { addr, admin_addr, shutdown, work, listeners, workers, health })
 }
 
 impl Running {
@@ -95,48 +122,39 @@ impl Running {
     /// Adds a background task to supervise like the built-in workers: if it ends (returns or
     /// panics) before shutdown is requested, the service fails (see [`Running::wait`]).
     pub fn supervise(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.workers.spawn(task);
+        self.workers.push(self.health.spawn_until("supervised-task", &self.work, task));
     }
 
     /// Waits until shutdown is requested, in-flight requests are answered and workers stopped.
     ///
-    /// A worker that ends before shutdown was requested (a panic, or a bug returning early) does
-    /// not leave the service limping: `/readyz` turns `503`, the service shuts down, and this
-    /// returns an error, so the process exits non-zero and its supervisor restarts it.
-    pub async fn wait(mut self) -> std::io::Result<()> {
-        let mut server = self.server;
-        let mut failed: Option<String> = None;
-        let served = loop {
-            tokio::select! {
-                served = &mut server => break served,
-                Some(done) = self.workers.join_next(), if !self.workers.is_empty() => {
-                    if !self.shutdown.is_cancelled() && failed.is_none() {
-                        let why = match done {
-                            Err(e) if e.is_panic() => "panicked".to_owned(),
-                            Err(e) => e.to_string(),
-                            Ok(()) => "returned".to_owned(),
-                        };
-                        self.health.fail();
-                        tracing::error!(why, "a background worker stopped unexpectedly; shutting down");
-                        failed = Some(why);
-                        self.shutdown.cancel();
-                    }
-                }
+    /// A supervised task that ends unexpectedly (a panic, an error, a bug returning early) does
+    /// not leave the service limping: `/readyz` turns `503` at once, the workers stop (in-flight
+    /// checks and deliveries get their grace) while the listeners still answer, so a balancer
+    /// sees the `503` and notifications are still stored meanwhile if the store path works; then
+    /// the listeners stop and this returns an error, so the process exits non-zero and its
+    /// supervisor restarts it.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let failed = tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = self.health.failed() => true,
+        };
+        let mut workers = self.workers;
+        if failed {
+            self.work.cancel();
+            for worker in workers.drain(..) {
+                let _ = worker.await;
             }
-        };
-        let served = match served {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
-        };
-        // The server also ends if its listener fails; the workers must stop either way.
-        self.shutdown.cancel();
-        if let Some(admin) = self.admin {
-            let _ = admin.await;
+            self.shutdown.cancel();
         }
-        self.workers.join_all().await;
-        match failed {
-            Some(why) => Err(std::io::Error::other(format!("a background worker stopped unexpectedly ({why})"))),
-            None => served,
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
+        match self.health.failure() {
+            Some(why) => Err(std::io::Error::other(format!("a background task stopped unexpectedly: {why}"))),
+            None => Ok(()),
         }
     }
 }

@@ -161,9 +161,12 @@ impl Notification {
                     v1::check_millis(raw).map_err(|e| malformed("paySuccTime", e))?;
                 }
                 let channel = v1::channel(params).map_err(|e| malformed("channelId", e))?;
-                (checked_text("channelId", channel)?, optional(params, "channelOrderNo")?)
+                (
+                    separator_free("channelId", checked_text("channelId", channel)?)?,
+                    structured(params, "channelOrderNo")?,
+                )
             }
-            ApiVersion::V3 | ApiVersion::V2 => (optional(params, "channel")?, None),
+            ApiVersion::V3 | ApiVersion::V2 => (structured(params, "channel")?, None),
         };
         Ok(Notification {
             api_version,
@@ -178,13 +181,13 @@ impl Notification {
             event_type,
             refundable: cents(params, "refundable")?,
             pay_succ_time,
-            card_num: optional(params, "cardNum")?.map(|c| mask_pan(&c).into_owned()),
-            card_type: optional(params, "cardType")?,
-            expiry_date: optional(params, expiry_field)?,
+            card_num: structured(params, "cardNum")?.map(|c| mask_pan(&c).into_owned()),
+            card_type: structured(params, "cardType")?,
+            expiry_date: structured(params, expiry_field)?,
             channel,
             channel_order_no,
-            invoice_num: optional(params, "invoiceNum")?,
-            auth_num: optional(params, "authNum")?,
+            invoice_num: structured(params, "invoiceNum")?,
+            auth_num: structured(params, "authNum")?,
             trans_num: structured(params, trans_field)?,
         })
     }
@@ -259,10 +262,14 @@ fn checked_text(field: &'static str, text: Option<&str>) -> Result<Option<String
     }
 }
 
-/// A value parsed as an id, status or time: as [`optional`], and never holding `&` or `=`, the
-/// sign string's separators, so it cannot be a re-cut of other signed fields.
+/// A value the service keeps as a field of the event (an id, code, status, time, card detail):
+/// as [`optional`], and never holding `&` or `=`, the sign string's separators, so it cannot be a
+/// re-cut of other signed fields. Every field of [`Notification`] is read this way.
 fn structured(params: &Params, field: &'static str) -> Result<Option<String>, NotificationError> {
-    let value = optional(params, field)?;
+    separator_free(field, optional(params, field)?)
+}
+
+fn separator_free(field: &'static str, value: Option<String>) -> Result<Option<String>, NotificationError> {
     if value.as_deref().is_some_and(|v| v.contains(['&', '='])) {
         return Err(malformed(field, InvalidValue("contains `&` or `=`".into())));
     }
@@ -390,6 +397,14 @@ mod tests {
             (r#""payType":"pay&x=1""#, "payType"),
             (r#""payType":"pay","transNum":"T&a""#, "transNum"),
             (r#""transId":"T=1""#, "transId"),
+            // Issue 11 audit: every other field kept on the event, too.
+            (r#""payType":"pay","authNum":"A1&payType=refund""#, "authNum"),
+            (r#""payType":"pay","invoiceNum":"INV=2""#, "invoiceNum"),
+            (r#""payType":"pay","channel":"PF_CC&transId=1""#, "channel"),
+            (r#""payType":"pay","expiryDate":"07=25""#, "expiryDate"),
+            (r#""payType":"pay","cardNum":"432567******2266&x=1""#, "cardNum"),
+            (r#""transId":"T","cardType":"V&payType=refund""#, "cardType"),
+            (r#""transId":"T","expirationDate":"0725&a=b""#, "expirationDate"),
         ] {
             let r = Notification::from_params(&json(&base(extra)));
             assert!(matches!(r, Err(NotificationError::Malformed { field: f, .. }) if f == field), "{extra}: {r:?}");
@@ -504,6 +519,23 @@ mod tests {
             Notification::from_params(&conflicting),
             Err(NotificationError::Malformed { field: "channelId", .. })
         ));
+    }
+
+    #[test]
+    fn v1_fields_refuse_separators() {
+        type Replace<'a> = &'a [(&'a str, Option<&'a str>)];
+        let cases: [(Replace, &str); 3] = [
+            (&[("channelOrderNo", Some("4200002024%26payType%3Drefund"))], "channelOrderNo"),
+            (&[("channeId", Some("WX_JSAPI%26x%3D1"))], "channelId"),
+            (&[("channeId", None), ("channelId", Some("ALIPAY%3DWAP"))], "channelId"),
+        ];
+        for (replace, field) in cases {
+            let r = Notification::from_params(&v1(replace));
+            assert!(
+                matches!(r, Err(NotificationError::Malformed { field: f, .. }) if f == field),
+                "{replace:?}: {r:?}"
+            );
+        }
     }
 
     #[test]

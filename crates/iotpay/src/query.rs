@@ -274,15 +274,65 @@ struct Envelope {
     order: Option<Box<RawValue>>,
 }
 
-/// True when a FAIL `retMsg` says the **order** is unknown ("order not exist", "Order Not
-/// Found"). A message about anything else that does not exist (`mchId not exist`: a merchant
-/// setup problem) says nothing about the payment and must not reject it.
+/// Words that name the order queried: a "not found" whose subject is one of these (or its `no`,
+/// `id`, `number`) is about the order. Compared lower case, so `mchOrderNo` is `mchorderno`.
+const ORDER_SUBJECTS: &[&str] = &["order", "orders", "orderid", "orderno", "payorderid", "mchorderno", "transaction"];
+/// Words of a merchant setup problem (a wrong mchId, key, sign or channel): a message holding one
+/// of them says nothing definite about the payment, whatever else it says.
+const SETUP_WORDS: &[&str] =
+    &["mch", "mchid", "merchant", "key", "sign", "signature", "channel", "account", "appid", "secret", "permission"];
+/// Auxiliaries skipped between a subject and its "not" ("order does not exist").
+const AUXILIARIES: &[&str] = &["is", "was", "are", "were", "does", "do", "did", "has", "have", "been"];
+
+/// True when a FAIL message says the **order** is unknown: it holds at least one absence phrase
+/// (`<subject> [is|does|...] not exist|exists|existed|found`, `no such <subject>`), the subject of
+/// every one is the order (`order`, `payOrderId`, `mchOrderNo`, ...: [`ORDER_SUBJECTS`]), and no
+/// word names a merchant setup problem ([`SETUP_WORDS`], except `merchant`/`mch` qualifying the
+/// order: "merchant order not exist"). Anything else, in any language this does not read, is
+/// inconclusive and retried: only a definite answer about the order may ever reject a payment.
 pub fn is_order_not_found(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    let absent = lower.contains("not exist") || lower.contains("not found") || lower.contains("no such");
-    let about_order = lower.contains("order");
-    let about_merchant = ["mch", "merchant", "key", "sign", "channel", "account"].iter().any(|w| lower.contains(w));
-    absent && about_order && !about_merchant
+    let words = words(message);
+    let about_order = |i: usize| {
+        let w = words[i].as_str();
+        // "order no not exist", "order id not found": the order's number is the order.
+        ORDER_SUBJECTS.contains(&w)
+            || (["no", "id", "number"].contains(&w) && i > 0 && ORDER_SUBJECTS.contains(&words[i - 1].as_str()))
+    };
+    let mut absences = 0;
+    for (i, word) in words.iter().enumerate() {
+        let subject = match word.as_str() {
+            "not" if words.get(i + 1).is_some_and(|w| w.starts_with("exist") || w == "found") => {
+                (0..i).rev().find(|&j| !AUXILIARIES.contains(&words[j].as_str()) && !is_id(&words[j]))
+            }
+            "no" if words.get(i + 1).is_some_and(|w| w == "such") => (i + 2 < words.len()).then_some(i + 2),
+            _ => continue,
+        };
+        if !subject.is_some_and(about_order) {
+            return false;
+        }
+        absences += 1;
+    }
+    // A setup word anywhere ("order not exist, check mchId") makes the message ambiguous, except
+    // as the order's own qualifier ("merchant order not exist": the merchant's order number).
+    let setup = words.iter().enumerate().any(|(i, w)| {
+        SETUP_WORDS.contains(&w.as_str())
+            && !(["merchant", "mch"].contains(&w.as_str())
+                && words.get(i + 1).is_some_and(|n| ORDER_SUBJECTS.contains(&n.as_str())))
+    });
+    absences > 0 && !setup
+}
+
+/// The message's words, lower case, `n't` read as ` not`, split at anything not a letter or digit:
+/// `ORDER_NOT_EXIST` reads as three words, `mch_order_no` as `mch order no` (whose subject is
+/// the order's number), `mchOrderNo` as one word.
+fn words(message: &str) -> Vec<String> {
+    let text = message.to_lowercase().replace("n't", " not");
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+}
+
+/// An id quoted in the message ("order PC123 not exist"): skipped when looking for the subject.
+fn is_id(word: &str) -> bool {
+    word.chars().any(|c| c.is_ascii_digit())
 }
 
 /// Reads a query answer: for v3/v2 the `cc_query` envelope, then the order object (`retData`
@@ -457,6 +507,68 @@ mod tests {
                 matches!(parse(ApiVersion::V3, json!({"retCode": "FAIL", "retMsg": msg})), Err(QueryError::Fail(_))),
                 "{msg} is not about the order"
             );
+        }
+    }
+
+    /// Only an answer about the order is "not found"; a merchant setup error, an ambiguous or an
+    /// unreadable message is retried (audit of issue 11: `mchOrderNo not exist` was retried
+    /// because it contains "mch").
+    #[test]
+    fn only_messages_about_the_order_are_not_found() {
+        let cases: &[(&str, bool)] = &[
+            ("order not exist", true),
+            ("Order Not Found", true),
+            ("the ORDER does NOT EXIST", true),
+            ("order doesn't exist", true),
+            ("Order is not found", true),
+            ("orders not exists", true),
+            ("mchOrderNo not exist", true),
+            ("payOrderId not exist", true),
+            ("mch_order_no not found", true),
+            ("pay_order_id not exist", true),
+            ("ORDER_ID_NOT_FOUND", true),
+            ("ORDER_NOT_EXIST", true),
+            ("merchant order not exist", true),
+            ("Merchant order no not exist", true),
+            ("order PC20240305 not exist", true),
+            ("no such order", true),
+            ("transaction not found", true),
+            ("refund order not exist", true),
+            // Merchant setup problems: never about the payment.
+            ("mchId not exist", false),
+            ("MCH_NOT_EXIST", false),
+            ("mch_id not exist", false),
+            ("mch not exist", false),
+            ("merchant not found", false),
+            ("Merchant order key not exist", false),
+            ("channel not exist", false),
+            ("channel order not exist", false),
+            ("appId not exist", false),
+            ("no such merchant", false),
+            ("key not found", false),
+            // Ambiguous: a setup word beside the order, or two absences of which one is not the order.
+            ("order not exist, check your mchId", false),
+            ("order not found or sign error", false),
+            ("mchId not exist, order not exist", false),
+            ("order not exist; merchant not exist", false),
+            // No absence phrase, or none with a subject.
+            ("not exist", false),
+            ("order exists", false),
+            ("order not paid", false),
+            ("order found", false),
+            ("sign error", false),
+            ("system busy", false),
+            ("", false),
+            ("订单不存在", false),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(is_order_not_found(message), *expected, "{message:?}");
+            let answer = parse(ApiVersion::V3, json!({"retCode": "FAIL", "retMsg": message}));
+            if *expected {
+                assert_eq!(answer, Err(QueryError::NotFound((*message).to_owned())), "{message:?}");
+            } else {
+                assert_eq!(answer, Err(QueryError::Fail((*message).to_owned())), "{message:?}");
+            }
         }
     }
 

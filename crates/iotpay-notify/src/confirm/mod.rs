@@ -11,6 +11,6 @@ mod rules;
 mod settings;
 mod worker;
 
-pub use rules::{backoff, decide, never_confirmable, settle_not_found, Decision};
+pub use rules::{backoff, decide, never_confirmable, order_answer, settle_not_found, Decision};
 pub use settings::ConfirmSettings;
-pub use worker::{spawn, Confirmer, SHUTDOWN_GRACE};
+pub use worker::{Confirmer, SHUTDOWN_GRACE};

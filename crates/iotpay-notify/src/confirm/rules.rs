@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::domain::{ApiVersion, EventType};
 use crate::iotpay::query::{QueriedOrder, QueryError};
-use crate::store::confirm::ClaimedEvent;
+use crate::store::confirm::{ClaimedEvent, OrderAnswer};
 
 /// What one check concludes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,15 +126,26 @@ fn contradiction(event: &ClaimedEvent, event_type: EventType, order: &QueriedOrd
     None
 }
 
-/// What a "not found" answer means for `event` (whose earlier not-found checks and age are on
-/// it): rejected once IOTPay said so on at least `checks` checks, this one included, and the
-/// event is at least `min_age` old; until then, ask again. One answer is never enough: IOTPay
-/// may not know an order yet right after notifying it.
+/// What IOTPay's `answer` says about whether it knows the order, for the not-found count.
+pub fn order_answer(answer: &Result<QueriedOrder, QueryError>) -> OrderAnswer {
+    match answer {
+        Ok(_) => OrderAnswer::Found,
+        Err(QueryError::NotFound(_)) => OrderAnswer::NotFound,
+        Err(_) => OrderAnswer::Unknown,
+    }
+}
+
+/// What a "not found" answer means for `event` (whose earlier not-found answers in a row, and
+/// when the first came, are on it): rejected once IOTPay said so on at least `checks` checks,
+/// this one included, spanning at least `min_age` since the first; until then, ask again. One
+/// answer is never enough (IOTPay may not know an order yet right after notifying it), and the
+/// span is IOTPay's, not the event's: an old event (a backlog, a worker outage, a recheck) gets
+/// the same `min_age` of answers as a new one.
 pub fn settle_not_found(event: &ClaimedEvent, reason: &str, checks: u32, min_age: Duration) -> Decision {
     let seen = u32::try_from(event.not_found_checks).unwrap_or(0).saturating_add(1);
-    let age = u64::try_from(event.age_secs).unwrap_or(0);
-    if seen >= checks && age >= min_age.as_secs() {
-        Decision::Rejected(format!("{reason} (on {seen} checks over {age}s)"))
+    let span = event.not_found_secs.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    if seen >= checks && span >= min_age.as_secs() {
+        Decision::Rejected(format!("{reason} (on {seen} checks over {span}s)"))
     } else {
         Decision::Retry(format!("{reason} (check {seen} of at least {checks}, over at least {}s)", min_age.as_secs()))
     }
@@ -169,7 +180,7 @@ mod tests {
             pay_type: Some(if refund { "refund" } else { "pay" }.into()),
             confirm_attempts: 1,
             not_found_checks: 0,
-            age_secs: 0,
+            not_found_secs: None,
             leased_by: "t".into(),
         }
     }
@@ -306,18 +317,33 @@ mod tests {
     }
 
     #[test]
-    fn not_found_rejects_only_after_enough_checks_and_age() {
+    fn not_found_rejects_only_after_enough_checks_over_enough_time() {
         let min_age = Duration::from_secs(600);
         let mut e = event("payment.succeeded");
         let at = |e: &ClaimedEvent| settle_not_found(e, "order unknown to IOTPay: x", 3, min_age);
         assert!(matches!(at(&e), Decision::Retry(r) if r.contains("check 1 of at least 3")));
-        e.age_secs = 10_000;
-        assert!(matches!(at(&e), Decision::Retry(_)), "old, but only one check");
+        e.not_found_secs = Some(10_000);
+        assert!(matches!(at(&e), Decision::Retry(_)), "a long span, but only one check");
         e.not_found_checks = 2;
-        e.age_secs = 599;
-        assert!(matches!(at(&e), Decision::Retry(_)), "three checks, but too young");
-        e.age_secs = 600;
+        e.not_found_secs = Some(599);
+        assert!(matches!(at(&e), Decision::Retry(_)), "three checks, but too short a span");
+        e.not_found_checks = 20;
+        e.not_found_secs = None;
+        assert!(matches!(at(&e), Decision::Retry(_)), "no first answer recorded: the span starts now");
+        e.not_found_checks = 2;
+        e.not_found_secs = Some(600);
         rejected(at(&e), "order unknown to IOTPay: x (on 3 checks over 600s)");
+    }
+
+    #[test]
+    fn only_an_answer_about_the_order_moves_the_not_found_count() {
+        let e = event("payment.succeeded");
+        assert_eq!(order_answer(&Ok(order_for(&e, 0))), OrderAnswer::Found, "pending: IOTPay knows the order");
+        assert_eq!(order_answer(&Ok(order_for(&e, 9))), OrderAnswer::Found);
+        assert_eq!(order_answer(&Err(QueryError::NotFound("order not exist".into()))), OrderAnswer::NotFound);
+        for err in [QueryError::Timeout, QueryError::Fail("mchId not exist".into()), QueryError::HttpStatus(502)] {
+            assert_eq!(order_answer(&Err(err.clone())), OrderAnswer::Unknown, "{err:?}");
+        }
     }
 
     #[test]

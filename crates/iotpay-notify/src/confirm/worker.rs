@@ -9,13 +9,13 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::rules::{backoff, decide, never_confirmable, settle_not_found, Decision};
+use super::rules::{backoff, decide, never_confirmable, order_answer, settle_not_found, Decision};
 use super::settings::ConfirmSettings;
 use crate::config::Config;
 use crate::domain::{ApiVersion, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError};
 use crate::pressure::{IngestPressure, Slot, Slots};
-use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, Verdict, PENDING_CHANNEL};
+use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, OrderAnswer, Verdict, PENDING_CHANNEL};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
 use crate::store::StoreError;
 
@@ -190,11 +190,13 @@ impl Confirmer {
     /// The query slot is given back before the decision commits: the slot bounds the load on
     /// IOTPay, and the lease, not the slot, protects the event until its decision is recorded.
     async fn check(&self, event: ClaimedEvent, slot: Slot) {
-        let decision = match never_confirmable(&event) {
-            Some(decision) => decision,
-            None => decide(&event, &self.query(&event).await),
+        let (decision, answer) = match never_confirmable(&event) {
+            Some(decision) => (decision, OrderAnswer::Unknown),
+            None => {
+                let answer = self.query(&event).await;
+                (decide(&event, &answer), order_answer(&answer))
+            }
         };
-        let not_found = matches!(decision, Decision::NotFound(_));
         let decision = match decision {
             Decision::NotFound(reason) => {
                 settle_not_found(&event, &reason, self.settings.not_found_checks, self.settings.not_found_min_age)
@@ -220,10 +222,9 @@ impl Confirmer {
                     self.settings.give_up_after.as_secs(),
                     event.confirm_attempts
                 ),
-                not_found,
             },
         };
-        let decided = Decided { event_id: event.event_id.clone(), token: event.leased_by.clone(), verdict };
+        let decided = Decided { event_id: event.event_id.clone(), token: event.leased_by.clone(), verdict, answer };
         let applied = self.decisions.submit(decided).await;
         let outcome = match &applied {
             Ok(Applied::Confirmed { .. }) => "confirmed",
@@ -303,19 +304,6 @@ enum Claim {
     NoRoom,
     /// The database could not be asked.
     Failed,
-}
-
-/// Starts the worker into `workers`; it stops when `shutdown` is cancelled.
-pub fn spawn(
-    workers: &mut JoinSet<()>,
-    pool: PgPool,
-    config: &Config,
-    shutdown: CancellationToken,
-    pressure: IngestPressure,
-) -> Result<(), reqwest::Error> {
-    let confirmer = Confirmer::from_config(pool, config)?.yielding_to(pressure);
-    workers.spawn(confirmer.run(shutdown));
-    Ok(())
 }
 
 /// Logs a check that panicked (its event's lease expires and it is checked again).

@@ -159,7 +159,10 @@ pub async fn recheck(pool: &PgPool, event_id: &str) -> Result<Recheck, sqlx::Err
             sqlx::query(
                 "UPDATE payment_events
                     SET status = 'pending', status_reason = NULL, decided_at = NULL, next_check_at = now(),
-                        lease_until = NULL, leased_by = NULL, updated_at = now()
+                        lease_until = NULL, leased_by = NULL, updated_at = now(),
+                        -- A recheck asks afresh: earlier not-found answers do not count toward
+                        -- a rejection (CONFIRM_NOT_FOUND_*).
+                        not_found_checks = 0, first_not_found_at = NULL
                   WHERE event_id = $1",
             )
             .bind(event_id)

@@ -43,10 +43,11 @@ pub struct ClaimedEvent {
     pub pay_type: Option<String>,
     /// Checks so far, this one included.
     pub confirm_attempts: i32,
-    /// Earlier checks IOTPay answered that it does not know the order.
+    /// Earlier checks, in a row, on which IOTPay answered that it does not know the order (an
+    /// answer that finds the order, and an operator's recheck, start the count again).
     pub not_found_checks: i32,
-    /// Seconds since the event was stored (database clock).
-    pub age_secs: i64,
+    /// Seconds since the first of those answers (database clock); `None` when there is none.
+    pub not_found_secs: Option<i64>,
     /// The claim's token: the decision applies only while it is still on the row.
     pub leased_by: String,
 }
@@ -67,8 +68,6 @@ pub enum Verdict {
         delay: Duration,
         /// The `status_reason` if this was the last chance.
         give_up_reason: String,
-        /// IOTPay answered that it does not know the order (counted in `not_found_checks`).
-        not_found: bool,
     },
     /// Never confirmable: `unconfirmed` at once with this reason.
     Unconfirmed(String),
@@ -121,7 +120,8 @@ pub async fn claim_due(
          WHERE p.event_id = due.event_id
         RETURNING p.event_id, p.event_type, p.api_version, p.mch_id, p.mch_order_no, p.pay_order_id,
                   p.original_order_id, p.amount, p.currency, p.pay_type, p.confirm_attempts, p.leased_by,
-                  p.not_found_checks, floor(EXTRACT(EPOCH FROM now() - p.created_at))::bigint AS age_secs
+                  p.not_found_checks,
+                  floor(EXTRACT(EPOCH FROM now() - p.first_not_found_at))::bigint AS not_found_secs
         "#,
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -142,10 +142,33 @@ pub struct Decided {
     pub token: String,
     /// What to record.
     pub verdict: Verdict,
+    /// What IOTPay's answer said about the order (kept in `not_found_checks`, `first_not_found_at`).
+    pub answer: OrderAnswer,
 }
 
-/// Records the decision of one check, only if `token` still holds the lease.
-/// See [`apply_batch`].
+/// What one check learnt about whether IOTPay knows the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderAnswer {
+    /// IOTPay described the order (whatever its status): the not-found count starts again.
+    Found,
+    /// IOTPay answered that it does not know the order: counted, and its first time kept.
+    NotFound,
+    /// No answer about the order (a timeout, a FAIL about something else, no query made).
+    Unknown,
+}
+
+impl OrderAnswer {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderAnswer::Found => "found",
+            OrderAnswer::NotFound => "not_found",
+            OrderAnswer::Unknown => "unknown",
+        }
+    }
+}
+
+/// Records the decision of one check, only if `token` still holds the lease, as an answer that
+/// says nothing about the order ([`OrderAnswer::Unknown`]). See [`apply_batch`].
 pub async fn apply(
     pool: &PgPool,
     event_id: &str,
@@ -154,7 +177,12 @@ pub async fn apply(
     give_up_after: Duration,
     forward_urls: &[String],
 ) -> Result<Applied, StoreError> {
-    let one = Decided { event_id: event_id.to_owned(), token: token.to_owned(), verdict: verdict.clone() };
+    let one = Decided {
+        event_id: event_id.to_owned(),
+        token: token.to_owned(),
+        verdict: verdict.clone(),
+        answer: OrderAnswer::Unknown,
+    };
     let mut applied = apply_batch(pool, std::slice::from_ref(&one), give_up_after, forward_urls).await?;
     Ok(applied.pop().expect("one result per decision"))
 }
@@ -179,19 +207,19 @@ pub async fn apply_batch(
     let (mut ids, mut tokens, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut reasons, mut give_up_reasons, mut delays) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut not_found = Vec::with_capacity(n);
+    let mut answers = Vec::with_capacity(n);
     for d in decisions {
         ids.push(d.event_id.as_str());
         tokens.push(d.token.as_str());
-        let (kind, reason, give_up, delay, unknown) = match &d.verdict {
-            Verdict::Confirmed => ("confirmed", None, None, 0, false),
-            Verdict::Rejected(r) => ("rejected", Some(r), None, 0, false),
-            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0, false),
-            Verdict::Retry { reason, delay, give_up_reason, not_found } => {
-                ("retry", Some(reason), Some(give_up_reason), millis(*delay), *not_found)
+        let (kind, reason, give_up, delay) = match &d.verdict {
+            Verdict::Confirmed => ("confirmed", None, None, 0),
+            Verdict::Rejected(r) => ("rejected", Some(r), None, 0),
+            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0),
+            Verdict::Retry { reason, delay, give_up_reason } => {
+                ("retry", Some(reason), Some(give_up_reason), millis(*delay))
             }
         };
-        not_found.push(unknown);
+        answers.push(d.answer.as_str());
         kinds.push(kind);
         // Reasons quote IOTPay's own messages; Postgres text cannot hold U+0000.
         reasons.push(reason.map(|r| r.replace('\0', "")));
@@ -219,10 +247,15 @@ pub async fn apply_batch(
                    next_check_at = CASE WHEN d.kind <> 'retry' THEN p.next_check_at
                                         ELSE LEAST(now() + d.delay_ms * interval '1 millisecond',
                                                    p.created_at + $7::float8 * interval '1 millisecond') END,
-                   not_found_checks = p.not_found_checks + CASE WHEN d.not_found THEN 1 ELSE 0 END,
+                   -- "Not found" must hold over checks spanning a minimum time: count the answers
+                   -- in a row and keep when the first came; an answer that finds the order resets both.
+                   not_found_checks = CASE d.answer WHEN 'not_found' THEN p.not_found_checks + 1
+                                                    WHEN 'found' THEN 0 ELSE p.not_found_checks END,
+                   first_not_found_at = CASE d.answer WHEN 'not_found' THEN COALESCE(p.first_not_found_at, now())
+                                                      WHEN 'found' THEN NULL ELSE p.first_not_found_at END,
                    lease_until = NULL, leased_by = NULL, updated_at = now()
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $11::bool[])
-                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms, not_found)
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $11::text[])
+                   AS d(event_id, token, kind, reason, give_up_reason, delay_ms, answer)
              -- "Not decided" rather than `status = 'pending'` (the same rows, by the CHECK
              -- constraint): that condition is the predicate of the pending index, and with
              -- statistics from a small table the planner walked that whole index for each batch
@@ -264,7 +297,7 @@ pub async fn apply_batch(
     .bind(forward_urls)
     .bind(CONFIRMED_CHANNEL)
     .bind(deliveries::DELIVERIES_CHANNEL)
-    .bind(&not_found)
+    .bind(&answers)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -69,6 +69,11 @@ impl<W: BatchWrite> Clone for GroupCommit<W> {
 
 impl<W: BatchWrite> GroupCommit<W> {
     /// Starts the writer tasks; they stop when every clone of the returned queue is dropped.
+    ///
+    /// Under [`crate::health::Health::scope`] (the service) they are supervised: a writer that
+    /// panics fails the service's health, since with its writers gone the queue would answer
+    /// every submit with [`StoreError::Closed`] for good (ingest `503` forever) while nothing
+    /// else noticed.
     pub fn start(pool: PgPool, writer: W, settings: GroupSettings) -> Self {
         let settings =
             GroupSettings { max_batch: settings.max_batch.max(1), writers: settings.writers.max(1), ..settings };
@@ -76,7 +81,8 @@ impl<W: BatchWrite> GroupCommit<W> {
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
         for _ in 0..settings.writers {
-            tokio::spawn(write_loop(pool.clone(), writer.clone(), receiver.clone(), settings));
+            let task = write_loop(pool.clone(), writer.clone(), receiver.clone(), settings);
+            crate::health::spawn_supervised(format!("{}-writer", W::NAME), task);
         }
         Self { queue }
     }
