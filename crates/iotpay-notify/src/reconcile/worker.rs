@@ -146,6 +146,6 @@ impl Reconciler {
             _ => ApiVersion::V3,
         };
         let mch = MchId::parse(&order.mch_id).map_err(|_| QueryError::NoSigningKey(order.mch_id.clone()))?;
-        self.client.query_by_mch_order_no(version, &mch, &order.mch_order_no).await
+        self.client.query_by_mch_order_no(version, &mch, &order.mch_order_no).await.map(|found| found.order)
     }
 }
