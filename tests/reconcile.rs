@@ -471,3 +471,38 @@ async fn a_rejected_notification_does_not_stop_reconciliation() {
         .unwrap();
     assert_ne!(body["event_id"], rejected.as_str());
 }
+
+/// Bugs: the same body re-sent after its `expires_at` was refused (400), and one with another
+/// `expires_at` was taken for the same order (200) although it changes when the order expires.
+#[tokio::test]
+async fn re_registration_compares_expires_at_and_still_works_after_it() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let mut body = order("X-1", 990);
+    // Nanoseconds: stored as microseconds, and the same text still compares equal.
+    body["expires_at"] = json!("2099-01-02T03:04:05.123456789Z");
+    let (status, created) = json(admin.post("/api/v1/orders", &body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(json(admin.post("/api/v1/orders", &body)).await.0, 200, "the same body again");
+    assert_eq!(json(admin.post("/api/v1/orders", &order("X-1", 990))).await.0, 200, "expires_at omitted: as stored");
+    let mut later = body.clone();
+    later["expires_at"] = json!("2099-01-03T03:04:05Z");
+    let (status, err) = json(admin.post("/api/v1/orders", &later)).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("expires_at"), "{err}");
+    let (_, shown) = json(admin.get(&format!("/api/v1/orders/{MCH}/X-1"))).await;
+    assert_eq!(shown["expires_at"], created["expires_at"], "nothing changed");
+
+    // The order's expires_at passes; the shop retries its registration: still the same order.
+    let mut soon = order("X-2", 500);
+    soon["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339());
+    assert_eq!(json(admin.post("/api/v1/orders", &soon)).await.0, 201);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, again) = json(admin.post("/api/v1/orders", &soon)).await;
+    assert_eq!(status, 200, "{again}");
+    // A new order that is already expired is refused, naming the field, and not stored.
+    let mut past = order("X-3", 500);
+    past["expires_at"] = soon["expires_at"].clone();
+    assert_error(&json(admin.post("/api/v1/orders", &past)).await, 400, "bad_request", Some("expires_at"));
+    assert_eq!(order_count(&admin).await, 2);
+}
