@@ -1,6 +1,7 @@
 //! `iotpay-notify demo`: the whole flow on one machine, in one process — a throwaway PostgreSQL
-//! (never `DATABASE_URL`: the demo writes fake confirmed payments), the service (receiver + confirmation + forwarding), the sandbox
-//! IOTPay and a sink — playing a scripted story, then a table a person can check against it.
+//! (never `DATABASE_URL`: the demo writes fake confirmed payments), the service (receiver,
+//! confirmation, reconciliation, forwarding, admin API), the sandbox IOTPay and a sink — playing
+//! a scripted story, then a table a person can check against it.
 //!
 //! The demo checks its own story: it exits non-zero if any event ends differently than told.
 
@@ -17,11 +18,17 @@ use crate::domain::{MchId, MerchantKey};
 use crate::pgcluster::{ClusterOptions, PgCluster};
 use crate::sandbox::{Delivery, Sandbox, SandboxConfig, SendOptions};
 use crate::sink::{Sink, SinkConfig};
-use crate::store::{self, ops::EventOverview};
+use crate::store;
+
+mod report;
+use report::{check, print_table};
 
 const MCH_ID: &str = "10000701";
 /// Longest wait for the story's events to settle.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// Steps of the story.
+const STEPS: usize = 9;
 
 /// What each told event must end as.
 struct Expect {
@@ -29,6 +36,15 @@ struct Expect {
     what: &'static str,
     status: &'static str,
     delivered: bool,
+    /// The expected order registered for it, which must end `paid` by an event of this source.
+    order: Option<(String, &'static str)>,
+}
+
+/// The shop's side: the admin API where it registers its orders and asks for their state.
+struct Shop {
+    client: reqwest::Client,
+    base: String,
+    token: String,
 }
 
 /// Arguments of `demo`.
@@ -51,6 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mch_id = MchId::parse(MCH_ID).expect("valid demo merchant id");
     let secret_text = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>()));
     let secret = ForwardSecret::parse(&secret_text).expect("the demo secret is well formed");
+    let admin_token = format!("demo_{}", hex::encode(rand::random::<[u8; 24]>()));
 
     let sink = Sink::start(SinkConfig::new(secret)).await?;
     let mut sandbox_config = SandboxConfig::new(mch_id, key.clone());
@@ -68,16 +85,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("FORWARD_SECRET", secret_text),
         ("FORWARD_RETRY_SCHEDULE", "0,1,1,2,3,5".to_owned()),
         ("CONFIRM_FIRST_RETRY_MS", "300".to_owned()),
+        ("ADMIN_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ("ADMIN_TOKENS", admin_token.clone()),
+        // A registered order is queried at once (in production: minutes after, giving IOTPay's
+        // notification time to arrive first), and due orders are looked for every 100 ms.
+        ("RECONCILE_AFTER_SECS", "0".to_owned()),
+        ("RECONCILE_POLL_INTERVAL_MS", "100".to_owned()),
     ]);
     let config = Config::from_lookup(|k| env.get(k).cloned()).context("demo configuration")?;
     let shutdown = CancellationToken::new();
     let service = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
     let notify_url = format!("http://{}/iotpay/notify", service.addr());
     sandbox.set_notify_url(&notify_url);
-    say(&format!("service listening on {}  (IOTPay sandbox {}, sink {})", service.addr(), sandbox.addr(), sink.addr()));
+    let admin_addr = service.admin_addr().context("the demo sets ADMIN_TOKENS")?;
+    say(&format!(
+        "service listening on {}, admin API on {}  (IOTPay sandbox {}, sink {})",
+        service.addr(),
+        admin_addr,
+        sandbox.addr(),
+        sink.addr()
+    ));
     println!();
 
-    let story = play(&sandbox, &sink, &pool).await;
+    let shop = Shop { client: reqwest::Client::new(), base: format!("http://{admin_addr}/api/v1"), token: admin_token };
+    let story = play(&sandbox, &sink, &pool, &shop).await;
     let settled = match &story {
         Ok(expects) => settle(&pool, expects).await,
         Err(_) => Ok(()),
@@ -89,9 +120,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let ids: Vec<String> = expects.iter().map(|e| e.pay_order_id.clone()).collect();
     let rows = store::ops::event_overview(&pool, &ids).await?;
+    let mut orders = Vec::new();
+    for (no, _) in expects.iter().filter_map(|e| e.order.as_ref()) {
+        orders.extend(store::orders::show(&pool, MCH_ID, no).await?);
+    }
     println!();
-    print_table(&expects, &rows);
-    let failures = check(&expects, &rows);
+    print_table(&expects, &rows, &orders);
+    let failures = check(&expects, &rows, &orders);
     pool.close().await;
     println!();
     if !failures.is_empty() {
@@ -137,7 +172,7 @@ async fn database(url: Option<&str>) -> anyhow::Result<(PgPool, Option<PgCluster
     Ok((pool, Some(cluster)))
 }
 
-async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<Vec<Expect>> {
+async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool, shop: &Shop) -> anyhow::Result<Vec<Expect>> {
     let plain = SendOptions::default();
     let mut expects = Vec::new();
 
@@ -186,6 +221,7 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
         what: "forged",
         status: "absent",
         delivered: false,
+        order: None,
     });
 
     step(7, "A validly signed notification says CAD 1,000.00 for a CAD 10.00 payment (leaked key)");
@@ -196,7 +232,35 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
     detail("stored as pending, then IOTPay's query says CAD 10.00: rejected, never forwarded");
     expects.push(expect(&tampered, "tampered", "rejected", false));
 
-    step(8, "The internal endpoint goes down for 2.5 s while a CAD 42.00 payment arrives");
+    step(8, "A CAD 27.50 payment whose notification IOTPay never sends; the shop registered the order");
+    let lost = sandbox.create_v3_payment(2750);
+    detail(&format!(
+        "{}: paid at IOTPay, 0 POSTs; mchOrderNo {} registered as expected",
+        lost.pay_order_id, lost.mch_order_no
+    ));
+    let registered = shop.register(&lost.mch_order_no, lost.amount).await?;
+    detail(&format!("POST /api/v1/orders → {registered}"));
+    let started = Instant::now();
+    let order = shop.wait_for_state(&lost.mch_order_no).await?;
+    if order["state"] != "paid" || order["source"] != "reconciliation" {
+        bail!("the lost payment's order ended {order}, expected paid by reconciliation");
+    }
+    detail(&format!(
+        "the returnUrl page's GET .../orders/{MCH_ID}/{}?wait=20 → paid after {:.0} ms: found by a query by mchOrderNo,",
+        lost.mch_order_no,
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    delivered(pool, &lost.pay_order_id).await?;
+    detail("stored confirmed with source reconciliation, and forwarded like any payment");
+    expects.push(Expect {
+        pay_order_id: lost.pay_order_id.clone(),
+        what: "lost",
+        status: "confirmed",
+        delivered: true,
+        order: Some((lost.mch_order_no.clone(), "reconciliation")),
+    });
+
+    step(9, "The internal endpoint goes down for 2.5 s while a CAD 42.00 payment arrives");
     sink.fail_for(Duration::from_millis(2500));
     let during_outage = sandbox.send_v3_payment(4200, &plain).await?;
     report_send(&during_outage);
@@ -206,8 +270,42 @@ async fn play(sandbox: &Sandbox, sink: &Sink, pool: &PgPool) -> anyhow::Result<V
     Ok(expects)
 }
 
+impl Shop {
+    /// Registers a v3 order in CAD; returns the answer's status.
+    async fn register(&self, mch_order_no: &str, amount: i64) -> anyhow::Result<u16> {
+        let body = serde_json::json!({
+            "mch_id": MCH_ID, "mch_order_no": mch_order_no, "api_version": "v3", "amount": amount, "currency": "CAD",
+        });
+        let resp = self
+            .client
+            .post(format!("{}/orders", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .context("registering the order")?;
+        let status = resp.status().as_u16();
+        if status != 201 {
+            bail!("registering the order: {status} {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(status)
+    }
+
+    /// The order's state once it leaves `expected` (the returnUrl pattern's long poll).
+    async fn wait_for_state(&self, mch_order_no: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .client
+            .get(format!("{}/orders/{MCH_ID}/{mch_order_no}?wait=20", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("asking for the order's state")?;
+        resp.error_for_status()?.json().await.context("reading the order's state")
+    }
+}
+
 fn expect(d: &Delivery, what: &'static str, status: &'static str, delivered: bool) -> Expect {
-    Expect { pay_order_id: d.pay_order_id().to_owned(), what, status, delivered }
+    Expect { pay_order_id: d.pay_order_id().to_owned(), what, status, delivered, order: None }
 }
 
 /// Waits until every told event is decided and every confirmed one delivered.
@@ -232,6 +330,20 @@ async fn settle(pool: &PgPool, expects: &[Expect]) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until the event's deliveries are all delivered (before the story breaks the endpoint).
+async fn delivered(pool: &PgPool, pay_order_id: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ids = [pay_order_id.to_owned()];
+    while started.elapsed() < SETTLE {
+        let rows = store::ops::event_overview(pool, &ids).await?;
+        if rows.first().is_some_and(|r| r.deliveries > 0 && r.delivered == r.deliveries) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{pay_order_id} was not delivered within {} s", SETTLE.as_secs())
+}
+
 async fn wait_for(pool: &PgPool, pay_order_id: &str, status: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let ids = [pay_order_id.to_owned()];
@@ -249,97 +361,6 @@ async fn wait_for(pool: &PgPool, pay_order_id: &str, status: &str) -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("{pay_order_id} did not become {status} within {} s", SETTLE.as_secs())
-}
-
-fn check(expects: &[Expect], rows: &[EventOverview]) -> Vec<String> {
-    let mut failures = Vec::new();
-    for e in expects {
-        let row = rows.iter().find(|r| r.pay_order_id == e.pay_order_id);
-        match (e.status, row) {
-            ("absent", None) => {}
-            ("absent", Some(r)) => failures.push(format!("{}: stored as {} but should not exist", e.what, r.status)),
-            (_, None) => failures.push(format!("{}: not stored", e.what)),
-            (status, Some(r)) => {
-                if r.status != status {
-                    failures.push(format!("{}: {} instead of {status}", e.what, r.status));
-                }
-                if e.delivered && (r.deliveries == 0 || r.delivered < r.deliveries) {
-                    failures.push(format!("{}: not delivered", e.what));
-                }
-                if !e.delivered && r.deliveries > 0 {
-                    failures.push(format!("{}: forwarded although {}", e.what, r.status));
-                }
-            }
-        }
-    }
-    if let Some(first) =
-        rows.iter().find(|r| Some(r.pay_order_id.as_str()) == expects.first().map(|e| e.pay_order_id.as_str()))
-    {
-        if first.notification_count < 2 || first.delivered != 1 {
-            failures.push(format!(
-                "re-sent payment: {} notifications, {} deliveries (expected several notifications, one delivery)",
-                first.notification_count, first.delivered
-            ));
-        }
-    }
-    failures
-}
-
-fn print_table(expects: &[Expect], rows: &[EventOverview]) {
-    println!(
-        "{}",
-        table_row(["story", "event_type", "api", "pay_order_id", "amount", "status", "notif.", "delivery", "reason"])
-    );
-    println!("{}", "-".repeat(120));
-    for e in expects {
-        let line = match rows.iter().find(|r| r.pay_order_id == e.pay_order_id) {
-            Some(r) => {
-                let delivery = if r.deliveries == 0 {
-                    "none".to_owned()
-                } else {
-                    format!("{}/{} in {}", r.delivered, r.deliveries, plural(r.attempts, "try", "tries"))
-                };
-                table_row([
-                    e.what,
-                    &r.event_type,
-                    &r.api_version,
-                    &r.pay_order_id,
-                    &format!("{} {}", money(r.amount), r.currency),
-                    &r.status,
-                    &r.notification_count.to_string(),
-                    &delivery,
-                    r.status_reason.as_deref().unwrap_or(""),
-                ])
-            }
-            None => table_row([
-                e.what,
-                "-",
-                "-",
-                &e.pay_order_id,
-                "-",
-                "not stored",
-                "0",
-                "none",
-                "refused with 401 (bad sign)",
-            ]),
-        };
-        println!("{}", line.trim_end());
-    }
-}
-
-fn table_row(c: [&str; 9]) -> String {
-    format!(
-        "{:<11} {:<18} {:<3} {:<30} {:>10} {:<11} {:>6} {:<9} {}",
-        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-    )
-}
-
-fn money(cents: i64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
-}
-
-fn plural(n: i64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn report_send(d: &Delivery) {
@@ -367,7 +388,7 @@ fn say(line: &str) {
 }
 
 fn step(n: usize, line: &str) {
-    println!("[{n}/8] {line}");
+    println!("[{n}/{STEPS}] {line}");
 }
 
 fn detail(line: &str) {

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use crate::admin::api::orders::parse_order;
+use crate::admin::api::orders::{conflict_message, parse_order};
 use crate::store::orders::{self, Registered};
 
 /// `orders ...`.
@@ -28,7 +28,7 @@ pub enum OrdersCommand {
         /// Currency code, e.g. CAD.
         #[arg(long)]
         currency: String,
-        /// RFC 3339 time after which an unpaid order is expired (default: 24 h).
+        /// RFC 3339 time after which an unpaid order is expired (default: 24 h after registration).
         #[arg(long)]
         expires_at: Option<String>,
     },
@@ -67,14 +67,8 @@ pub async fn orders(cmd: OrdersCommand) -> anyhow::Result<()> {
                 .context("registering the order")?
             {
                 Registered::Created(v) | Registered::Same(v) => println!("{}", serde_json::to_string_pretty(&v)?),
-                Registered::Conflict(v) => anyhow::bail!(
-                    "order {}/{} is already registered as {} {} on {}",
-                    v.mch_id,
-                    v.mch_order_no,
-                    v.amount,
-                    v.currency,
-                    v.api_version
-                ),
+                Registered::Conflict { existing, fields } => anyhow::bail!("{}", conflict_message(&existing, &fields)),
+                Registered::ExpiresInPast => anyhow::bail!("--expires-at: must be in the future"),
             }
         }
         OrdersCommand::Show { mch_id, mch_order_no } => {

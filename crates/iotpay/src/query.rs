@@ -102,6 +102,42 @@ pub struct QueriedOrder {
     pub signed: bool,
 }
 
+/// What a query by `mchOrderNo` found (reconciliation): the order, plus the fields that a payment
+/// event stored from the answer, rather than from a notification, carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundOrder {
+    /// The order. Its `pay_order_id` is empty when a v1 answer does not name it: IOTPay's guide
+    /// does not list `payOrderId` among `query_order`'s fields, and by `mchOrderNo` there is no
+    /// asked-for id to fall back on. Its `pay_succ_time` is `None` unless it is short plain text.
+    pub order: QueriedOrder,
+    /// v3/v2 `channel` (`PF_CC`), v1 `channelId` (`WX_JSAPI`), when sent as short plain text.
+    pub channel: Option<String>,
+    /// v1 `channelOrderNo` (WeChat Pay's / Alipay's own number), when sent as short plain text.
+    pub channel_order_no: Option<String>,
+}
+
+impl FoundOrder {
+    /// `paySuccTime` as RFC 3339 UTC, as for a notification: v1 milliseconds since the epoch,
+    /// v3/v2 a zone-less local time read in `zone`. `None` when absent or not in that form.
+    pub fn pay_succ_at(&self, zone: &jiff::tz::TimeZone) -> Option<String> {
+        let raw = self.order.pay_succ_time.as_deref()?;
+        match self.order.api_version {
+            ApiVersion::V1 => super::v1::millis_to_rfc3339(raw),
+            ApiVersion::V3 | ApiVersion::V2 => super::notification::resolve_time(raw, zone),
+        }
+    }
+}
+
+/// Longest descriptive text (channel, channel order number, `paySuccTime`) kept from a query
+/// answer found by `mchOrderNo`, as for a notification's free-text fields.
+const MAX_FOUND_TEXT_LEN: usize = 128;
+
+/// `text` when it is short plain text; such fields describe a payment and are forwarded, so
+/// anything else is left out rather than stored.
+pub(super) fn kept_text(text: Option<&str>) -> Option<String> {
+    text.filter(|t| t.len() <= MAX_FOUND_TEXT_LEN && !t.chars().any(char::is_control)).map(str::to_owned)
+}
+
 /// Connect and total timeouts of one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryTimeouts {
@@ -165,7 +201,11 @@ impl QueryClient {
         mch_id: &MchId,
         pay_order_id: &PayOrderId,
     ) -> Result<QueriedOrder, QueryError> {
-        self.query_by(version, mch_id, "payOrderId", pay_order_id.as_str()).await
+        let (body, keys) = self.fetch(version, mch_id, "payOrderId", pay_order_id.as_str()).await?;
+        match version {
+            ApiVersion::V1 => query_v1::parse_response(&body, keys, Some(pay_order_id.as_str())),
+            ApiVersion::V3 | ApiVersion::V2 => parse_response(version, &body, keys),
+        }
     }
 
     /// Asks IOTPay for one order by the merchant's `mchOrderNo`, once: how an order whose
@@ -176,21 +216,24 @@ impl QueryClient {
         version: ApiVersion,
         mch_id: &MchId,
         mch_order_no: &str,
-    ) -> Result<QueriedOrder, QueryError> {
-        let order = self.query_by(version, mch_id, "mchOrderNo", mch_order_no).await?;
-        if order.mch_order_no.as_deref().is_some_and(|m| m != mch_order_no) {
+    ) -> Result<FoundOrder, QueryError> {
+        let (body, keys) = self.fetch(version, mch_id, "mchOrderNo", mch_order_no).await?;
+        let found = parse_found(version, &body, keys)?;
+        if found.order.mch_order_no.as_deref().is_some_and(|m| m != mch_order_no) {
             return Err(QueryError::Unparseable("the answer is about another mchOrderNo".into()));
         }
-        Ok(order)
+        Ok(found)
     }
 
-    async fn query_by(
+    /// Sends one signed query naming the order by `field`; the answer's body and the keys its
+    /// `sign` may verify under.
+    async fn fetch(
         &self,
         version: ApiVersion,
         mch_id: &MchId,
         field: &str,
         value: &str,
-    ) -> Result<QueriedOrder, QueryError> {
+    ) -> Result<(Vec<u8>, &[MerchantKey]), QueryError> {
         let key =
             self.merchants.signing_key(mch_id).ok_or_else(|| QueryError::NoSigningKey(mch_id.as_str().to_owned()))?;
         let (url, content_type, body) = match version {
@@ -220,11 +263,7 @@ impl QueryClient {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let keys = self.merchants.keys(mch_id.as_str()).unwrap_or_default();
-        match version {
-            ApiVersion::V1 => query_v1::parse_response(&bytes, keys, (field == "payOrderId").then_some(value)),
-            ApiVersion::V3 | ApiVersion::V2 => parse_response(version, &bytes, keys),
-        }
+        Ok((bytes, self.merchants.keys(mch_id.as_str()).unwrap_or_default()))
     }
 }
 
@@ -346,6 +385,30 @@ pub fn parse_response(
     if version == ApiVersion::V1 {
         return query_v1::parse_response(body, keys, None);
     }
+    parse_card(version, body, keys).map(|(order, _)| order)
+}
+
+/// Reads the answer to a query by `mchOrderNo` ([`FoundOrder`]): as [`parse_response`], except
+/// that a v1 answer need not name its `payOrderId`.
+pub fn parse_found(
+    version: ApiVersion,
+    body: &[u8],
+    keys: &[crate::domain::MerchantKey],
+) -> Result<FoundOrder, QueryError> {
+    if version == ApiVersion::V1 {
+        return query_v1::parse_found(body, keys);
+    }
+    let (mut order, fields) = parse_card(version, body, keys)?;
+    order.pay_succ_time = kept_text(order.pay_succ_time.as_deref());
+    Ok(FoundOrder { order, channel: kept_text(fields.text("channel")), channel_order_no: None })
+}
+
+/// The v3/v2 `cc_query` answer: the order, and the order object's fields.
+fn parse_card(
+    version: ApiVersion,
+    body: &[u8],
+    keys: &[crate::domain::MerchantKey],
+) -> Result<(QueriedOrder, Params), QueryError> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| QueryError::Unparseable(truncate(&e.to_string())))?;
     let message = truncate(envelope.ret_msg.as_deref().unwrap_or_default());
@@ -409,7 +472,7 @@ pub fn parse_response(
         required("currency", queried.currency.clone())?;
         required("payType", queried.pay_type.clone())?;
     }
-    Ok(queried)
+    Ok((queried, order))
 }
 
 /// A `FAIL` answer's error: "not found" only when its message is about the order
@@ -605,6 +668,21 @@ mod tests {
             (None, None, None, None)
         );
         assert_eq!(q.mch_order_no.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn found_by_merchant_order_number_a_card_order_keeps_its_channel_and_time() {
+        let body = json!({"retCode": "SUCCESS", "retData": signed(v3_order(), &key())}).to_string();
+        let found = parse_found(ApiVersion::V3, body.as_bytes(), &[key()]).unwrap();
+        assert_eq!(found.order, parse(ApiVersion::V3, serde_json::from_str(&body).unwrap()).unwrap());
+        assert_eq!((found.channel.as_deref(), found.channel_order_no.as_deref()), (Some("PF_CC"), None));
+        let toronto = jiff::tz::TimeZone::get("America/Toronto").unwrap();
+        assert_eq!(found.pay_succ_at(&toronto).as_deref(), Some("2021-04-07T23:44:51Z"));
+        // v3 still requires every identity field, by number as by id.
+        let mut thin = v3_order();
+        thin.as_object_mut().unwrap().remove("payOrderId");
+        let body = json!({"retCode": "SUCCESS", "retData": thin}).to_string();
+        assert!(matches!(parse_found(ApiVersion::V3, body.as_bytes(), &[]), Err(QueryError::Unparseable(_))));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Facts: docs/iotpay/V1.md, "Order query".
 
 use super::params::Params;
-use super::query::{classify_fail, truncate, QueriedOrder, QueryError};
+use super::query::{classify_fail, kept_text, truncate, FoundOrder, QueriedOrder, QueryError};
 use super::sign::{self, SIGN_FIELD};
 use crate::domain::{ApiVersion, Cents, MchId, MerchantKey, PayOrderId};
 
@@ -34,6 +34,26 @@ pub fn request_body_by(mch_id: &MchId, field: &str, value: &str, key: &MerchantK
 /// answer's fields, so an answer without it is about the order asked for (one that names
 /// another order contradicts the event).
 pub fn parse_response(body: &[u8], keys: &[MerchantKey], asked: Option<&str>) -> Result<QueriedOrder, QueryError> {
+    let (mut order, _) = parse_answer(body, keys)?;
+    if order.pay_order_id.is_empty() {
+        order.pay_order_id = asked.ok_or_else(|| QueryError::Unparseable("payOrderId missing".into()))?.to_owned();
+    }
+    Ok(order)
+}
+
+/// Reads a `query_order` answer to a query by `mchOrderNo` ([`FoundOrder`]): as
+/// [`parse_response`], but an answer without `payOrderId` is kept with an empty one (nothing was
+/// asked by id), so that its status still tells whether the order is paid.
+pub fn parse_found(body: &[u8], keys: &[MerchantKey]) -> Result<FoundOrder, QueryError> {
+    let (mut order, answer) = parse_answer(body, keys)?;
+    order.pay_succ_time = kept_text(order.pay_succ_time.as_deref());
+    let channel = crate::v1::channel(&answer).ok().flatten();
+    Ok(FoundOrder { order, channel: kept_text(channel), channel_order_no: kept_text(answer.text("channelOrderNo")) })
+}
+
+/// The order of a `query_order` answer (`pay_order_id` empty when the answer does not name it),
+/// and the answer's fields.
+fn parse_answer(body: &[u8], keys: &[MerchantKey]) -> Result<(QueriedOrder, Params), QueryError> {
     let answer = Params::from_json(body).map_err(|e| QueryError::Unparseable(truncate(&e.to_string())))?;
     let message = |field: &str| truncate(answer.text(field).unwrap_or_default());
     match answer.text("retCode") {
@@ -71,14 +91,9 @@ pub fn parse_response(body: &[u8], keys: &[MerchantKey], asked: Option<&str>) ->
     if status_text.len() > 4 || !status_text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(QueryError::Unparseable("status is not a whole number".into()));
     }
-    let pay_order_id = match (answer.text("payOrderId"), asked) {
-        (Some(id), _) => id.to_owned(),
-        (None, Some(asked)) => asked.to_owned(),
-        (None, None) => return Err(QueryError::Unparseable("payOrderId missing".into())),
-    };
-    Ok(QueriedOrder {
+    let order = QueriedOrder {
         api_version: ApiVersion::V1,
-        pay_order_id,
+        pay_order_id: answer.text("payOrderId").unwrap_or_default().to_owned(),
         status: status_text.parse().map_err(|_| QueryError::Unparseable("status out of range".into()))?,
         // Every identity and money field is required, as for v3: an answer without one confirms nothing.
         mch_id: Some(required("mchId")?),
@@ -89,7 +104,8 @@ pub fn parse_response(body: &[u8], keys: &[MerchantKey], asked: Option<&str>) ->
         original_order_id: None,
         pay_succ_time: answer.text("paySuccTime").map(str::to_owned),
         signed,
-    })
+    };
+    Ok((order, answer))
 }
 
 #[cfg(test)]
@@ -153,6 +169,29 @@ mod tests {
         assert!(matches!(parse(answer.clone()), Err(QueryError::Unparseable(_))));
         let q = parse_response(answer.to_string().as_bytes(), &[key()], Some("WJ9")).unwrap();
         assert_eq!(q.pay_order_id, "WJ9");
+    }
+
+    #[test]
+    fn found_by_merchant_order_number_it_keeps_the_channel_and_may_lack_its_pay_order_id() {
+        let found = parse_found(signed(order(), &key()).to_string().as_bytes(), &[key()]).unwrap();
+        assert_eq!(found.order.pay_order_id, "WJ20240102030405000000000001");
+        assert_eq!((found.channel.as_deref(), found.channel_order_no.as_deref()), (Some("WX_JSAPI"), Some("4200002")));
+        assert_eq!(found.pay_succ_at(&jiff::tz::TimeZone::UTC).as_deref(), Some("2024-01-02T03:04:05Z"));
+
+        // No payOrderId: nothing was asked by id, so the status is kept and the id left empty.
+        let mut anonymous = order();
+        anonymous.as_object_mut().unwrap().remove("payOrderId");
+        anonymous["status"] = json!(0);
+        let found = parse_found(anonymous.to_string().as_bytes(), &[key()]).unwrap();
+        assert_eq!((found.order.pay_order_id.as_str(), found.order.status), ("", 0));
+
+        // Descriptive text that is not short plain text is left out, never stored.
+        let mut odd = order();
+        odd["channelId"] = json!("WX\nJSAPI");
+        odd["channelOrderNo"] = json!("9".repeat(129));
+        odd["paySuccTime"] = json!("1\r2");
+        let found = parse_found(odd.to_string().as_bytes(), &[key()]).unwrap();
+        assert_eq!((found.channel, found.channel_order_no, found.order.pay_succ_time), (None, None, None));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Order {
     pub openid: String,
     /// v1: what was bought (UTF-8, percent-encoded on the wire).
     pub subject: String,
+    /// Fields the query answer leaves out (before it is signed), to play IOTPay's documented
+    /// answers rather than the sandbox's generous ones: e.g. `amount`, `currency` and `mchId`
+    /// for v2's documented `order`, or `payOrderId` for a v1 answer that does not name it.
+    pub query_omits: Vec<String>,
 }
 
 impl Order {
@@ -97,7 +101,9 @@ impl Order {
                 "status": self.status,
             }),
         };
-        into_map(fields)
+        let mut fields = into_map(fields);
+        fields.retain(|k, _| !self.query_omits.contains(k));
+        fields
     }
 
     fn v3_fields(&self) -> Value {
@@ -211,6 +217,7 @@ impl Sandbox {
             channel_order_no: String::new(),
             openid: String::new(),
             subject: String::new(),
+            query_omits: Vec::new(),
         };
         if api_version == ApiVersion::V1 {
             order.pay_succ_time = now.timestamp().as_millisecond().to_string();

@@ -21,6 +21,8 @@ pub struct QueryRecord {
     pub api_version: ApiVersion,
     /// The `payOrderId` asked for, if any.
     pub pay_order_id: Option<String>,
+    /// The `mchOrderNo` asked for, if any (reconciliation asks by it).
+    pub mch_order_no: Option<String>,
     /// The answer.
     pub outcome: QueryOutcome,
 }
@@ -41,15 +43,27 @@ pub enum QueryOutcome {
 }
 
 impl Shared {
-    fn record(&self, api_version: ApiVersion, pay_order_id: Option<String>, outcome: QueryOutcome) {
+    fn record(&self, api_version: ApiVersion, asked: &Asked, outcome: QueryOutcome) {
         tracing::info!(
             api = api_version.as_str(),
-            pay_order_id = pay_order_id.as_deref(),
+            pay_order_id = asked.pay_order_id.as_deref(),
+            mch_order_no = asked.mch_order_no.as_deref(),
             ?outcome,
             "sandbox cc_query"
         );
-        lock(&self.queries).push(QueryRecord { api_version, pay_order_id, outcome });
+        lock(&self.queries).push(QueryRecord {
+            api_version,
+            pay_order_id: asked.pay_order_id.clone(),
+            mch_order_no: asked.mch_order_no.clone(),
+            outcome,
+        });
     }
+}
+
+/// Which order a query names.
+struct Asked {
+    pay_order_id: Option<String>,
+    mch_order_no: Option<String>,
 }
 
 pub(super) async fn query_v3(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -87,28 +101,30 @@ async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Respons
         tokio::time::sleep(delay).await;
     }
     let params = request_params(api_version, body);
-    let pay_order_id = params.as_ref().and_then(|p| p.text("payOrderId")).map(str::to_owned);
+    let text = |field: &str| params.as_ref().and_then(|p| p.text(field)).map(str::to_owned);
+    let asked = Asked { pay_order_id: text("payOrderId"), mch_order_no: text("mchOrderNo") };
+    let pay_order_id = asked.pay_order_id.clone();
     let failing = shared.query_fail_remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if failing.is_ok() {
-        shared.record(api_version, pay_order_id, QueryOutcome::ServerError);
+        shared.record(api_version, &asked, QueryOutcome::ServerError);
         return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response();
     }
     let Some(params) = params else {
-        shared.record(api_version, pay_order_id, QueryOutcome::Invalid);
+        shared.record(api_version, &asked, QueryOutcome::Invalid);
         return fail("invalid request");
     };
     // Never "not exist" here: that wording means a definite "no such order" to the client.
     if params.text("mchId") != Some(shared.mch_id.as_str()) {
-        shared.record(api_version, pay_order_id, QueryOutcome::Invalid);
+        shared.record(api_version, &asked, QueryOutcome::Invalid);
         return fail("invalid mchId");
     }
     let signed =
         params.text(sign::SIGN_FIELD).is_some_and(|s| sign::verify(&params, s, std::slice::from_ref(&shared.key)));
     if !signed {
-        shared.record(api_version, pay_order_id, QueryOutcome::BadSign);
+        shared.record(api_version, &asked, QueryOutcome::BadSign);
         return fail("sign error");
     }
-    let mch_order_no = params.text("mchOrderNo");
+    let mch_order_no = asked.mch_order_no.as_deref();
     let found = lock(&shared.orders)
         .iter()
         .find(|o| {
@@ -118,7 +134,7 @@ async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Respons
         })
         .cloned();
     let Some(order) = found else {
-        shared.record(api_version, pay_order_id, QueryOutcome::NotFound);
+        shared.record(api_version, &asked, QueryOutcome::NotFound);
         if api_version == ApiVersion::V1 {
             // The call worked (retCode); the business request did not (resCode).
             return Json(json!({"retCode": "SUCCESS", "retMsg": "", "resCode": "FAIL", "errCode": "0118",
@@ -127,7 +143,7 @@ async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Respons
         }
         return fail("order not exist");
     };
-    shared.record(api_version, pay_order_id, QueryOutcome::Found);
+    shared.record(api_version, &asked, QueryOutcome::Found);
     let mut fields = order.query_fields();
     let member = match api_version {
         ApiVersion::V3 => "retData",

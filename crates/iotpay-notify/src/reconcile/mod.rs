@@ -7,4 +7,4 @@ pub mod settings;
 pub mod worker;
 
 pub use settings::ReconcileSettings;
-pub use worker::Reconciler;
+pub use worker::{Parts, Reconciler};

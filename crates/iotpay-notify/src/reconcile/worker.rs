@@ -1,21 +1,24 @@
 //! The reconciler: claims due expected orders, queries IOTPay by `mchOrderNo` outside any
-//! transaction, and records each decision under its lease. Any number of replicas may run.
+//! transaction (only for orders no usable notification settles), and records the decisions
+//! through group commit, each under its claim's lease. Any number of replicas may run.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::rules::{backoff, decide};
+use super::rules::{backoff, decide, without_query};
 use super::ReconcileSettings;
 use crate::config::Config;
 use crate::domain::{ApiVersion, MchId};
-use crate::iotpay::query::{QueryClient, QueryError};
-use crate::store::reconcile::{self, ClaimedOrder, Outcome};
+use crate::iotpay::query::{FoundOrder, QueryClient, QueryError};
+use crate::iotpay::TimeZone;
+use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
+use crate::store::reconcile::{self, Applied, ClaimedOrder, OrderDecision, Outcome};
+use crate::store::StoreError;
 
-/// Orders claimed per look at the queue (all queried concurrently).
+/// Orders claimed per look at the queue (all looked at concurrently).
 const BATCH: i64 = 16;
 
 /// One reconciler replica.
@@ -25,32 +28,73 @@ pub struct Reconciler {
     client: QueryClient,
     settings: ReconcileSettings,
     lease: Duration,
-    forward_urls: Arc<Vec<String>>,
+    zone: TimeZone,
+    decisions: GroupCommit<Decisions>,
     name: String,
 }
 
+/// Records decisions through group commit: looks finishing together share one transaction.
+struct Decisions {
+    forward_urls: Vec<String>,
+}
+
+impl BatchWrite for Decisions {
+    type Item = OrderDecision;
+    type Output = Applied;
+    const NAME: &'static str = "reconcile";
+
+    async fn write(&self, pool: &PgPool, items: &[OrderDecision]) -> Result<Vec<Applied>, StoreError> {
+        reconcile::apply_batch(pool, items, &self.forward_urls).await
+    }
+}
+
+/// The parts a reconciler is built from.
+pub struct Parts {
+    /// IOTPay's query API.
+    pub client: QueryClient,
+    /// Its knobs.
+    pub settings: ReconcileSettings,
+    /// How long a claim holds an order.
+    pub lease: Duration,
+    /// Where found payments are forwarded.
+    pub forward_urls: Vec<String>,
+    /// The zone of v3/v2 `paySuccTime` (`IOTPAY_TIME_ZONE`).
+    pub zone: TimeZone,
+}
+
 impl Reconciler {
-    /// Builds a replica named `name` (its lease tokens start with it).
-    pub fn new(
-        pool: PgPool,
-        client: QueryClient,
-        settings: ReconcileSettings,
-        lease: Duration,
-        forward_urls: Vec<String>,
-        name: &str,
-    ) -> Self {
-        Self { pool, client, settings, lease, forward_urls: Arc::new(forward_urls), name: name.to_owned() }
+    /// Builds a replica named `name` (its lease tokens start with it). Starts its decision
+    /// writers: call within a runtime.
+    pub fn new(pool: PgPool, parts: Parts, name: &str) -> Self {
+        let writer = Decisions { forward_urls: parts.forward_urls };
+        let group = GroupSettings { max_batch: BATCH as usize, max_wait: Duration::ZERO, writers: 2 };
+        let decisions = GroupCommit::start(pool.clone(), writer, group);
+        Self {
+            pool,
+            client: parts.client,
+            settings: parts.settings,
+            lease: parts.lease,
+            zone: parts.zone,
+            decisions,
+            name: name.to_owned(),
+        }
     }
 
     /// Builds the replica the service runs.
     pub fn from_config(pool: PgPool, config: &Config) -> Result<Self, reqwest::Error> {
-        let client = config.query_client()?;
-        let name = format!("reconciler-{}", std::process::id());
-        Ok(Self::new(pool, client, config.reconcile.clone(), config.confirm.lease, config.forward_urls.clone(), &name))
+        let parts = Parts {
+            client: config.query_client()?,
+            settings: config.reconcile.clone(),
+            lease: config.confirm.lease,
+            forward_urls: config.forward_urls.clone(),
+            zone: config.iotpay_time_zone.clone(),
+        };
+        Ok(Self::new(pool, parts, &format!("reconciler-{}", std::process::id())))
     }
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut counted: Option<Instant> = None;
         loop {
             let worked = match self.run_once().await {
                 Ok(n) => n,
@@ -59,8 +103,11 @@ impl Reconciler {
                     0
                 }
             };
-            if worked == 0 {
+            if counted.is_none_or(|at| at.elapsed() >= self.settings.gauge_interval) {
                 self.publish_gauges().await;
+                counted = Some(Instant::now());
+            }
+            if worked == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -72,7 +119,7 @@ impl Reconciler {
     }
 
     /// Claims one batch of due orders and decides each; returns how many were claimed.
-    pub async fn run_once(&self) -> Result<usize, crate::store::StoreError> {
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
         let claimed = reconcile::claim_due(&self.pool, &self.name, BATCH, self.lease).await?;
         let n = claimed.len();
         let mut tasks = JoinSet::new();
@@ -90,61 +137,66 @@ impl Reconciler {
 
     /// `iotpay_expected_orders{state}`: orders by the state the API shows.
     async fn publish_gauges(&self) {
-        if let Ok(counts) = reconcile::count_by_state(&self.pool).await {
-            for state in ["expected", "paid", "cancelled", "expired", "mismatch"] {
-                let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-                metrics::gauge!("iotpay_expected_orders", "state" => state).set(n as f64);
+        match reconcile::count_by_state(&self.pool).await {
+            Ok(counts) => {
+                for state in ["expected", "paid", "cancelled", "expired", "mismatch"] {
+                    let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                    metrics::gauge!("iotpay_expected_orders", "state" => state).set(n as f64);
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "expected orders could not be counted"),
         }
     }
 
     async fn reconcile(&self, order: ClaimedOrder) {
-        let answer =
-            if order.notified { Err(QueryError::Fail("not queried".into())) } else { self.query(&order).await };
-        if !order.notified {
-            let result = match &answer {
-                Ok(_) => "answered",
-                Err(e) => e.kind(),
-            };
-            metrics::counter!("iotpay_reconciliation_queries_total", "result" => result).increment(1);
-        }
-        let retry = backoff(order.checks - 1, self.settings.first_retry, self.settings.max_backoff);
-        let outcome = decide(&order, answer, retry);
-        match reconcile::apply(&self.pool, &order, &outcome, &self.forward_urls).await {
-            Ok(true) => match &outcome {
-                Outcome::Paid(p) => {
-                    metrics::counter!("iotpay_reconciliation_payments_found_total").increment(1);
-                    tracing::warn!(
-                        mch_id = order.mch_id,
-                        mch_order_no = order.mch_order_no,
-                        event_id = p.event_id,
-                        "payment found by reconciliation: IOTPay's notification never arrived"
-                    );
-                }
-                Outcome::Final(state, reason) => {
-                    tracing::info!(
-                        mch_id = order.mch_id,
-                        mch_order_no = order.mch_order_no,
-                        state,
-                        reason,
-                        "order settled"
-                    )
-                }
-                _ => {}
-            },
-            Ok(false) => {
-                tracing::info!(mch_order_no = order.mch_order_no, "reconciliation lease lost; decision dropped")
+        let retry = backoff(order.checks, self.settings.first_retry, self.settings.max_backoff);
+        let (outcome, queried) = match without_query(&order, retry) {
+            Some(outcome) => (outcome, false),
+            None => {
+                let (answer, outcome) = decide(&order, self.query(&order).await, retry, &self.zone);
+                metrics::counter!("iotpay_reconciliation_queries_total", "result" => answer.as_str()).increment(1);
+                (outcome, true)
             }
-            Err(e) => tracing::warn!(error = %e, mch_order_no = order.mch_order_no, "reconciliation not recorded"),
+        };
+        let decision = OrderDecision {
+            mch_id: order.mch_id.clone(),
+            mch_order_no: order.mch_order_no.clone(),
+            token: order.leased_by.clone(),
+            outcome,
+            queried,
+            retry: self.settings.first_retry,
+        };
+        let applied = self.decisions.submit(decision.clone()).await;
+        let (mch_id, mch_order_no) = (&order.mch_id, &order.mch_order_no);
+        match (applied, &decision.outcome) {
+            (Ok(Applied::Paid { stored: true, deliveries }), Outcome::Paid(p)) => {
+                metrics::counter!("iotpay_reconciliation_payments_found_total").increment(1);
+                tracing::warn!(
+                    mch_id,
+                    mch_order_no,
+                    event_id = p.event_id,
+                    deliveries,
+                    "payment found by reconciliation: IOTPay's notification never arrived"
+                );
+            }
+            (Ok(Applied::Paid { .. }), _) => tracing::info!(mch_id, mch_order_no, "order paid"),
+            (Ok(Applied::Settled), Outcome::Settled { state, reason, .. }) => {
+                tracing::info!(mch_id, mch_order_no, state, reason, "order settled")
+            }
+            (Ok(Applied::Rescheduled), Outcome::Retry { reason, .. }) => {
+                tracing::debug!(mch_id, mch_order_no, reason, "order not settled yet")
+            }
+            (Ok(Applied::LeaseLost), _) => {
+                tracing::info!(mch_id, mch_order_no, "reconciliation lease lost; decision dropped")
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => tracing::warn!(error = %e, mch_id, mch_order_no, "reconciliation not recorded"),
         }
     }
 
-    async fn query(&self, order: &ClaimedOrder) -> Result<crate::iotpay::query::QueriedOrder, QueryError> {
-        let version = match order.api_version.as_str() {
-            "v1" => ApiVersion::V1,
-            "v2" => ApiVersion::V2,
-            _ => ApiVersion::V3,
-        };
+    async fn query(&self, order: &ClaimedOrder) -> Result<FoundOrder, QueryError> {
+        let version = ApiVersion::parse(&order.api_version)
+            .ok_or_else(|| QueryError::Unparseable(format!("stored api_version {}", order.api_version)))?;
         let mch = MchId::parse(&order.mch_id).map_err(|_| QueryError::NoSigningKey(order.mch_id.clone()))?;
         self.client.query_by_mch_order_no(version, &mch, &order.mch_order_no).await
     }

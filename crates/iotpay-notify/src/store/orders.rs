@@ -18,7 +18,8 @@ pub struct NewOrder {
     pub amount: i64,
     /// Currency code.
     pub currency: String,
-    /// When an unpaid order stops being expected; `None`: 24 h after registration.
+    /// When an unpaid order stops being expected (whole microseconds, as stored); `None`: 24 h
+    /// after registration, or, for an order already registered, whatever it was registered with.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -37,15 +38,19 @@ pub struct OrderView {
     pub currency: String,
     /// `expected`, `paid`, `cancelled`, `expired` or `mismatch`.
     pub state: String,
-    /// The payment event that settles the order (`paid`, and `mismatch` when one is stored).
+    /// The payment event that settles the order (`paid`; `mismatch` and `cancelled` when a
+    /// stored event is behind them).
     pub event_id: Option<String>,
+    /// Where that event came from: `notification` or `reconciliation` (a payment whose
+    /// notification IOTPay never delivered).
+    pub source: Option<String>,
     /// When an unpaid order stops being expected.
     pub expires_at: DateTime<Utc>,
     /// When the merchant registered it.
     pub registered_at: DateTime<Utc>,
     /// Reconciliation queries made so far.
     pub checks: i32,
-    /// The last inconclusive query's reason.
+    /// Why the order is not settled yet (the last look's reason), or why it settled as it did.
     pub last_error: Option<String>,
 }
 
@@ -54,10 +59,18 @@ pub struct OrderView {
 pub enum Registered {
     /// A new order.
     Created(OrderView),
-    /// The same order was already registered with the same amount, currency and API version.
+    /// The same order was already registered with the same amount, currency, API version and
+    /// (when given) `expires_at`.
     Same(OrderView),
-    /// The order exists with another amount, currency or API version: nothing changed.
-    Conflict(OrderView),
+    /// The order exists with another value of these fields: nothing changed.
+    Conflict {
+        /// The order as registered.
+        existing: OrderView,
+        /// The fields that differ, e.g. `["amount"]`.
+        fields: Vec<&'static str>,
+    },
+    /// A new order whose `expires_at` is not in the future (database clock): nothing stored.
+    ExpiresInPast,
 }
 
 /// How long an order stays expected when the merchant gives no `expires_at`.
@@ -65,14 +78,16 @@ pub const DEFAULT_EXPIRY_SECS: i64 = 24 * 3600;
 
 /// The order with its effective state: a confirmed `payment.succeeded` for the order makes it
 /// `paid` when amount and currency agree and `mismatch` when they do not, whatever the reconciler
-/// stored; otherwise the stored state.
+/// stored; otherwise the stored state. `expired` is never read off the clock: the reconciler
+/// decides it at `expires_at`, from an answer of IOTPay's that says "not paid".
 const VIEW: &str = "
     SELECT o.mch_id, o.mch_order_no, o.api_version, o.amount, o.currency, o.expires_at,
            o.registered_at, o.checks, o.last_error,
            CASE WHEN p.event_id IS NULL THEN o.state
                 WHEN p.amount = o.amount AND p.currency = o.currency THEN 'paid'
                 ELSE 'mismatch' END AS state,
-           COALESCE(p.event_id, o.event_id) AS event_id
+           COALESCE(p.event_id, o.event_id) AS event_id,
+           s.source
     FROM expected_orders o
     LEFT JOIN LATERAL (
         SELECT e.event_id, e.amount, e.currency FROM payment_events e
@@ -81,16 +96,18 @@ const VIEW: &str = "
         ORDER BY (e.amount = o.amount AND e.currency = o.currency) DESC, e.created_at
         LIMIT 1
     ) p ON true
+    LEFT JOIN payment_events s ON s.event_id = COALESCE(p.event_id, o.event_id)
     WHERE o.mch_id = $1 AND o.mch_order_no = $2";
 
-/// Registers an order; the first reconciliation query is due `reconcile_after_secs` later.
+/// Registers an order; the first reconciliation query is due `reconcile_after_secs` later, or
+/// at `expires_at` if that comes first. Idempotent: the same order again changes nothing.
 pub async fn register(pool: &PgPool, order: &NewOrder, reconcile_after_secs: i64) -> Result<Registered, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO expected_orders
              (mch_id, mch_order_no, api_version, amount, currency, expires_at, next_check_at)
-         VALUES ($1, $2, $3, $4, $5,
-                 COALESCE($6, now() + make_interval(secs => $7)),
-                 now() + make_interval(secs => $8))
+         SELECT $1, $2, $3, $4, $5, x.expires_at, LEAST(now() + make_interval(secs => $8), x.expires_at)
+           FROM (SELECT COALESCE($6, now() + make_interval(secs => $7)) AS expires_at) x
+          WHERE x.expires_at > now()
          ON CONFLICT (mch_id, mch_order_no) DO NOTHING",
     )
     .bind(&order.mch_id)
@@ -105,14 +122,24 @@ pub async fn register(pool: &PgPool, order: &NewOrder, reconcile_after_secs: i64
     .await?
     .rows_affected()
         == 1;
-    let view = show(pool, &order.mch_id, &order.mch_order_no).await?.ok_or(sqlx::Error::RowNotFound)?;
-    Ok(if inserted {
-        Registered::Created(view)
-    } else if view.amount == order.amount && view.currency == order.currency && view.api_version == order.api_version {
-        Registered::Same(view)
-    } else {
-        Registered::Conflict(view)
-    })
+    // Not inserted and not there: the WHERE refused it, as already expired. The check is for a
+    // new order only, so the same body re-sent after its expires_at is still the same order.
+    let Some(view) = show(pool, &order.mch_id, &order.mch_order_no).await? else {
+        return Ok(Registered::ExpiresInPast);
+    };
+    if inserted {
+        return Ok(Registered::Created(view));
+    }
+    let fields: Vec<&'static str> = [
+        ("api_version", view.api_version != order.api_version),
+        ("amount", view.amount != order.amount),
+        ("currency", view.currency != order.currency),
+        ("expires_at", order.expires_at.is_some_and(|t| t != view.expires_at)),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    Ok(if fields.is_empty() { Registered::Same(view) } else { Registered::Conflict { existing: view, fields } })
 }
 
 /// The order and its effective state; `None` when it was never registered.

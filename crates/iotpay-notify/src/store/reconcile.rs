@@ -1,14 +1,19 @@
 //! The reconciliation queue over `expected_orders`: claim due orders with a lease (`FOR UPDATE
-//! SKIP LOCKED`), query IOTPay outside any transaction, then record one decision guarded by the
-//! lease token, exactly as the confirmation queue does.
+//! SKIP LOCKED`), query IOTPay outside any transaction, then record the decisions of many
+//! queries in one transaction (group commit), each guarded by its claim's lease token, exactly
+//! as the confirmation queue does.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::{confirm::CONFIRMED_CHANNEL, deliveries, StoreError};
+use super::{begin_queue_tx, StoreError};
 
-/// An expected order claimed for one reconciliation query.
+mod found;
+use found::store_found;
+
+/// An expected order claimed for one look, with what the payment events already say about it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClaimedOrder {
     /// The merchant.
@@ -21,15 +26,20 @@ pub struct ClaimedOrder {
     pub amount: i64,
     /// Currency code.
     pub currency: String,
-    /// Queries so far, this one included.
+    /// Reconciliation queries made before this claim.
     pub checks: i32,
-    /// A notification for the order arrived (and was not rejected as contradicting IOTPay):
-    /// never query it.
-    pub notified: bool,
     /// `expires_at` has passed (database clock).
     pub expired: bool,
     /// The claim's token.
     pub leased_by: String,
+    /// A confirmed `payment.succeeded` for the order with its amount and currency.
+    pub paid_event: Option<String>,
+    /// A confirmed `payment.succeeded` for the order with another amount or currency.
+    pub contradicting_event: Option<String>,
+    /// A confirmed `payment.failed` for the order (IOTPay notified a failure and confirmed it).
+    pub failed_event: Option<String>,
+    /// A notification for the order is stored and still being confirmed.
+    pub notification_pending: bool,
 }
 
 /// A payment the reconciler found and verified against the order, to store as confirmed.
@@ -45,22 +55,77 @@ pub struct FoundPayment {
     pub pay_type: Option<String>,
     /// `paySuccTime` as reported.
     pub pay_succ_time: Option<String>,
+    /// `paySuccTime` as an RFC 3339 instant, resolved as for a notification.
+    pub pay_succ_at: Option<String>,
+    /// v3/v2 `channel`, v1 `channelId`.
+    pub channel: Option<String>,
+    /// v1 `channelOrderNo`.
+    pub channel_order_no: Option<String>,
 }
 
-/// What to record after one query.
+/// What one look at an order decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A notification arrived: the order is settled by its event; never query it again.
-    Notified,
     /// Paid and every field agrees: store the event as confirmed and forward it.
     Paid(FoundPayment),
-    /// A final state: `cancelled`, `expired` or `mismatch`, with the reason.
-    Final(&'static str, String),
-    /// Inconclusive: ask again after the delay.
-    Retry(String, Duration),
+    /// A final state (`paid` by a confirmed payment already stored, `cancelled`, `expired` or
+    /// `mismatch`), the event that settles it if any, and why.
+    Settled {
+        /// The state.
+        state: &'static str,
+        /// The payment event behind it.
+        event_id: Option<String>,
+        /// Why, for `last_error`.
+        reason: String,
+    },
+    /// Not settled: look again after `delay` (never later than `expires_at` while it is ahead).
+    Retry {
+        /// Why, for `last_error`.
+        reason: String,
+        /// When to look again.
+        delay: Duration,
+    },
 }
 
-/// Claims up to `limit` due expected orders for `lease`.
+/// The decision of one claim, to be recorded under its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderDecision {
+    /// The merchant.
+    pub mch_id: String,
+    /// The merchant's order number.
+    pub mch_order_no: String,
+    /// The claim's token ([`ClaimedOrder::leased_by`]).
+    pub token: String,
+    /// What to record.
+    pub outcome: Outcome,
+    /// IOTPay was queried for this decision (counted in `checks`).
+    pub queried: bool,
+    /// When to look again if a [`Outcome::Paid`] cannot settle the order yet: a notification
+    /// of the same payment is stored and still being confirmed, and its confirmation decides.
+    pub retry: Duration,
+}
+
+/// What recording a decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The order is now `paid`. `stored`: this decision stored the event (a payment IOTPay's
+    /// notification never delivered), with this many deliveries.
+    Paid {
+        /// The event was written by this decision.
+        stored: bool,
+        /// Deliveries created.
+        deliveries: u64,
+    },
+    /// The order is now in a final state other than `paid`.
+    Settled,
+    /// Still `expected`, looked at again later.
+    Rescheduled,
+    /// The lease was lost (expired and re-claimed, or already decided): nothing written.
+    LeaseLost,
+}
+
+/// Claims up to `limit` due expected orders for `lease`, each with what its stored payment
+/// events say. One short transaction.
 pub async fn claim_due(
     pool: &PgPool,
     worker: &str,
@@ -68,7 +133,8 @@ pub async fn claim_due(
     lease: Duration,
 ) -> Result<Vec<ClaimedOrder>, StoreError> {
     let token = format!("{worker}:{}", uuid::Uuid::new_v4());
-    let rows = sqlx::query_as::<_, ClaimedOrder>(
+    let mut tx = begin_queue_tx(pool).await?;
+    let mut orders = sqlx::query_as::<_, ClaimedOrder>(
         "WITH due AS (
              SELECT mch_id, mch_order_no FROM expected_orders
               WHERE state = 'expected' AND next_check_at <= now()
@@ -77,129 +143,258 @@ pub async fn claim_due(
               LIMIT $1
               FOR UPDATE SKIP LOCKED)
          UPDATE expected_orders o
-            SET lease_until = now() + make_interval(secs => $2), leased_by = $3, checks = o.checks + 1
+            SET lease_until = now() + make_interval(secs => $2), leased_by = $3
            FROM due
           WHERE o.mch_id = due.mch_id AND o.mch_order_no = due.mch_order_no
-         RETURNING o.mch_id, o.mch_order_no, o.api_version, o.amount, o.currency, o.checks,
-                   EXISTS (SELECT 1 FROM payment_events e
-                            WHERE e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
-                              AND e.source = 'notification' AND e.status <> 'rejected') AS notified,
-                   o.expires_at <= now() AS expired, o.leased_by",
+         RETURNING o.mch_id, o.mch_order_no, o.api_version, o.amount, o.currency, o.checks, o.leased_by,
+                   o.expires_at <= now() AS expired, NULL::text AS paid_event,
+                   NULL::text AS contradicting_event, NULL::text AS failed_event,
+                   false AS notification_pending",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
     .bind(&token)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(rows)
-}
-
-/// Records `outcome` for a claimed order while its lease token is still on it. Returns false
-/// when the lease was lost (another worker owns the order now): nothing changed.
-pub async fn apply(
-    pool: &PgPool,
-    order: &ClaimedOrder,
-    outcome: &Outcome,
-    endpoints: &[String],
-) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    let owned: Option<String> = sqlx::query_scalar(
-        "SELECT state FROM expected_orders
-          WHERE mch_id = $1 AND mch_order_no = $2 AND leased_by = $3 AND state = 'expected'
-          FOR UPDATE",
-    )
-    .bind(&order.mch_id)
-    .bind(&order.mch_order_no)
-    .bind(&order.leased_by)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if owned.is_none() {
-        return Ok(false);
-    }
-    let (state, event_id, next, error): (&str, Option<&str>, Option<f64>, Option<&str>) = match outcome {
-        Outcome::Notified => ("expected", None, None, None),
-        Outcome::Paid(p) => {
-            // When a notification stored the same event meanwhile, its confirmation settles the
-            // order (the API reads `paid` from the confirmed event); until then it is expected.
-            let state = if store_paid(&mut tx, order, p, endpoints).await? { "paid" } else { "expected" };
-            (state, Some(p.event_id.as_str()), None, None)
+    if !orders.is_empty() {
+        // The orders' payment events, looked up by order number (a few rows each). A separate
+        // statement rather than subqueries of the claim: with sorting disabled in a queue
+        // transaction, a subquery that picks the oldest event walked a whole status index.
+        let mchs: Vec<&str> = orders.iter().map(|o| o.mch_id.as_str()).collect();
+        let nos: Vec<&str> = orders.iter().map(|o| o.mch_order_no.as_str()).collect();
+        let events: Vec<StoredEvent> = sqlx::query_as(
+            "SELECT e.mch_id, e.mch_order_no, e.event_id, e.event_type, e.status, e.amount, e.currency, e.created_at
+               FROM unnest($1::text[], $2::text[]) AS o(mch_id, mch_order_no)
+               JOIN payment_events e ON e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
+              WHERE e.event_type IN ('payment.succeeded', 'payment.failed')",
+        )
+        .bind(&mchs)
+        .bind(&nos)
+        .fetch_all(&mut *tx)
+        .await?;
+        for order in &mut orders {
+            let (mch, no) = (order.mch_id.clone(), order.mch_order_no.clone());
+            order.read_events(events.iter().filter(|e| e.mch_id == mch && e.mch_order_no == no));
         }
-        Outcome::Final(state, reason) => (state, None, None, Some(reason.as_str())),
-        Outcome::Retry(reason, delay) => ("expected", None, Some(delay.as_secs_f64()), Some(reason.as_str())),
-    };
-    sqlx::query(
-        "UPDATE expected_orders
-            SET state = $3, event_id = COALESCE($4, event_id), lease_until = NULL, leased_by = NULL,
-                last_checked_at = now(), last_error = $5,
-                -- A settled or notified order is never due again.
-                next_check_at = CASE WHEN $6::float8 IS NULL THEN 'infinity' ELSE now() + make_interval(secs => $6) END,
-                decided_at = CASE WHEN $3 <> 'expected' THEN now() END
-          WHERE mch_id = $1 AND mch_order_no = $2",
-    )
-    .bind(&order.mch_id)
-    .bind(&order.mch_order_no)
-    .bind(state)
-    .bind(event_id)
-    .bind(error)
-    .bind(next)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// Stores the found payment as the notification path would (same event id), but already
-/// `confirmed` by the query and with `source = 'reconciliation'`, and enqueues its deliveries in
-/// the same transaction. A notification that arrives later is a repeat of this event. False when
-/// the event already existed (stored by a notification meanwhile): nothing changed.
-async fn store_paid(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    order: &ClaimedOrder,
-    p: &FoundPayment,
-    endpoints: &[String],
-) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payment_events (
-             event_id, event_type, api_version, mch_id, mch_order_no, pay_order_id, amount, currency,
-             iotpay_status, pay_type, pay_succ_time_raw, status, notification_count, source,
-             confirm_attempts, confirmed_at, decided_at, last_checked_at, next_check_at)
-         VALUES ($1, 'payment.succeeded', $2, $3, $4, $5, $6, $7, $8, $9, $10, 'confirmed', 0, 'reconciliation',
-                 1, now(), now(), now(), now())
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&p.event_id)
-    .bind(&order.api_version)
-    .bind(&order.mch_id)
-    .bind(&order.mch_order_no)
-    .bind(&p.pay_order_id)
-    .bind(order.amount)
-    .bind(&order.currency)
-    .bind(p.iotpay_status as i32)
-    .bind(&p.pay_type)
-    .bind(&p.pay_succ_time)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    // A notification stored meanwhile owns the event: its confirmation forwards it.
-    if inserted == 1 {
-        deliveries::enqueue(tx, &p.event_id, endpoints).await?;
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CONFIRMED_CHANNEL).bind(&p.event_id).execute(&mut **tx).await?;
     }
-    Ok(inserted == 1)
+    tx.commit().await?;
+    Ok(orders)
 }
 
-/// Expected orders by effective state, as the API shows it (for the metrics gauge): an order
-/// settled by a notified, confirmed payment counts as `paid` (or `mismatch`).
+/// A payment event of a claimed order.
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    mch_id: String,
+    mch_order_no: String,
+    event_id: String,
+    event_type: String,
+    status: String,
+    amount: i64,
+    currency: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ClaimedOrder {
+    /// Fills in what the order's payment events say; the oldest event wins where several could.
+    fn read_events<'a>(&mut self, events: impl Iterator<Item = &'a StoredEvent>) {
+        let mut events: Vec<&StoredEvent> = events.collect();
+        events.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
+        let first = |pick: &dyn Fn(&StoredEvent) -> bool| events.iter().find(|e| pick(e)).map(|e| e.event_id.clone());
+        let paid = |e: &StoredEvent| e.event_type == "payment.succeeded" && e.status == "confirmed";
+        let agrees = |e: &StoredEvent| e.amount == self.amount && e.currency == self.currency;
+        self.paid_event = first(&|e| paid(e) && agrees(e));
+        self.contradicting_event = first(&|e| paid(e) && !agrees(e));
+        self.failed_event = first(&|e| e.event_type == "payment.failed" && e.status == "confirmed");
+        self.notification_pending = events.iter().any(|e| e.status == "pending");
+    }
+}
+
+/// Records one decision; see [`apply_batch`].
+pub async fn apply(pool: &PgPool, decision: &OrderDecision, endpoints: &[String]) -> Result<Applied, StoreError> {
+    let mut applied = apply_batch(pool, std::slice::from_ref(decision), endpoints).await?;
+    Ok(applied.pop().expect("one result per decision"))
+}
+
+/// Records many decisions in ONE transaction. Each applies only while its token still holds the
+/// order's lease; a decision whose lease was lost writes nothing, not even its found payment.
+/// Results are in input order.
+///
+/// A found payment is stored as [`store_found`] says; the order becomes `paid` once the event
+/// is `confirmed` (stored here, or confirmed from its notification meanwhile). When a
+/// notification of the same payment is still pending, its confirmation decides and the order is
+/// looked at again after [`OrderDecision::retry`].
+pub async fn apply_batch(
+    pool: &PgPool,
+    decisions: &[OrderDecision],
+    endpoints: &[String],
+) -> Result<Vec<Applied>, StoreError> {
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = begin_queue_tx(pool).await?;
+    let mchs: Vec<&str> = decisions.iter().map(|d| d.mch_id.as_str()).collect();
+    let nos: Vec<&str> = decisions.iter().map(|d| d.mch_order_no.as_str()).collect();
+    let tokens: Vec<&str> = decisions.iter().map(|d| d.token.as_str()).collect();
+    // Locked in key order, so that concurrent batches cannot deadlock on orders.
+    let owned: HashSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
+        "SELECT o.mch_id, o.mch_order_no
+           FROM expected_orders o
+           JOIN unnest($1::text[], $2::text[], $3::text[]) AS d(mch_id, mch_order_no, token)
+             ON o.mch_id = d.mch_id AND o.mch_order_no = d.mch_order_no AND o.leased_by = d.token
+          WHERE o.state = 'expected'
+          ORDER BY o.mch_id, o.mch_order_no
+          FOR UPDATE OF o",
+    )
+    .bind(&mchs)
+    .bind(&nos)
+    .bind(&tokens)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let mine: Vec<&OrderDecision> =
+        decisions.iter().filter(|d| owned.contains(&(d.mch_id.clone(), d.mch_order_no.clone()))).collect();
+
+    let found: Vec<(&OrderDecision, &FoundPayment)> = mine
+        .iter()
+        .filter_map(|d| match &d.outcome {
+            Outcome::Paid(p) => Some((*d, p)),
+            _ => None,
+        })
+        .collect();
+    let stored = store_found(&mut tx, &found, endpoints).await?;
+    let found_ids: Vec<&str> = found.iter().map(|(_, p)| p.event_id.as_str()).collect();
+    let confirmed: HashSet<String> = if found_ids.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar("SELECT event_id FROM payment_events WHERE event_id = ANY($1) AND status = 'confirmed'")
+            .bind(&found_ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+    };
+
+    let mut rows = Rows::default();
+    let mut applied: HashMap<(&str, &str), Applied> = HashMap::with_capacity(mine.len());
+    for &d in &mine {
+        let key = (d.mch_id.as_str(), d.mch_order_no.as_str());
+        match &d.outcome {
+            Outcome::Paid(p) if confirmed.contains(&p.event_id) => {
+                rows.push(d, "paid", Some(&p.event_id), None, Duration::ZERO);
+                let deliveries = stored.get(p.event_id.as_str()).copied();
+                applied
+                    .insert(key, Applied::Paid { stored: deliveries.is_some(), deliveries: deliveries.unwrap_or(0) });
+            }
+            Outcome::Paid(p) => {
+                let reason = format!(
+                    "IOTPay reports it paid; the notification of the same payment ({}) is still being confirmed",
+                    p.event_id
+                );
+                rows.push(d, "expected", None, Some(&reason), d.retry);
+                applied.insert(key, Applied::Rescheduled);
+            }
+            Outcome::Settled { state, event_id, reason } => {
+                rows.push(d, state, event_id.as_deref(), Some(reason), Duration::ZERO);
+                applied.insert(
+                    key,
+                    if *state == "paid" { Applied::Paid { stored: false, deliveries: 0 } } else { Applied::Settled },
+                );
+            }
+            Outcome::Retry { reason, delay } => {
+                rows.push(d, "expected", None, Some(reason), *delay);
+                applied.insert(key, Applied::Rescheduled);
+            }
+        }
+    }
+    if !mine.is_empty() {
+        sqlx::query(
+            "UPDATE expected_orders o
+                SET state = d.state, event_id = COALESCE(d.event_id, o.event_id),
+                    lease_until = NULL, leased_by = NULL, last_error = d.reason,
+                    checks = o.checks + CASE WHEN d.queried THEN 1 ELSE 0 END,
+                    last_checked_at = CASE WHEN d.queried THEN now() ELSE o.last_checked_at END,
+                    -- A settled order is never due again; an unsettled one is looked at again
+                    -- after its delay, but at expires_at at the latest while that is ahead, so
+                    -- that it is decided when it expires rather than a backoff later.
+                    next_check_at = CASE WHEN d.state <> 'expected' THEN 'infinity'
+                                         WHEN o.expires_at > now()
+                                         THEN LEAST(now() + make_interval(secs => d.delay), o.expires_at)
+                                         ELSE now() + make_interval(secs => d.delay) END,
+                    decided_at = CASE WHEN d.state <> 'expected' THEN now() END
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::bool[])
+                    AS d(mch_id, mch_order_no, state, event_id, reason, delay, queried)
+              WHERE o.mch_id = d.mch_id AND o.mch_order_no = d.mch_order_no",
+        )
+        .bind(&rows.mch_id)
+        .bind(&rows.mch_order_no)
+        .bind(&rows.state)
+        .bind(&rows.event_id)
+        .bind(&rows.reason)
+        .bind(&rows.delay)
+        .bind(&rows.queried)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(decisions
+        .iter()
+        .map(|d| applied.remove(&(d.mch_id.as_str(), d.mch_order_no.as_str())).unwrap_or(Applied::LeaseLost))
+        .collect())
+}
+
+/// The columns of the order update, one entry per decision.
+#[derive(Default)]
+struct Rows<'a> {
+    mch_id: Vec<&'a str>,
+    mch_order_no: Vec<&'a str>,
+    state: Vec<&'a str>,
+    event_id: Vec<Option<&'a str>>,
+    reason: Vec<Option<String>>,
+    delay: Vec<f64>,
+    queried: Vec<bool>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(
+        &mut self,
+        d: &'a OrderDecision,
+        state: &'a str,
+        event_id: Option<&'a str>,
+        reason: Option<&str>,
+        delay: Duration,
+    ) {
+        self.mch_id.push(&d.mch_id);
+        self.mch_order_no.push(&d.mch_order_no);
+        self.state.push(state);
+        self.event_id.push(event_id);
+        // Reasons quote IOTPay's own messages; Postgres text cannot hold U+0000.
+        self.reason.push(reason.filter(|r| !r.is_empty()).map(|r| r.replace('\0', "")));
+        self.delay.push(delay.as_secs_f64());
+        self.queried.push(d.queried);
+    }
+}
+
+/// Expected orders by the state the API shows, for the `iotpay_expected_orders` gauge. Orders
+/// stored `paid` are counted from the state index alone (migration 0011); only the others, few
+/// next to them, are looked up against their payment events (a confirmed payment settles an order whatever
+/// the reconciler stored, as in [`super::orders::show`]).
 pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT CASE WHEN p.agrees IS NULL THEN o.state WHEN p.agrees THEN 'paid' ELSE 'mismatch' END, count(*)
-           FROM expected_orders o
-           LEFT JOIN LATERAL (
-               SELECT bool_or(e.amount = o.amount AND e.currency = o.currency) AS agrees FROM payment_events e
-                WHERE e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
-                  AND e.event_type = 'payment.succeeded' AND e.status = 'confirmed'
-           ) p ON true
-          GROUP BY 1",
+        "SELECT state, count(*) FROM (
+             SELECT CASE WHEN p.agrees IS NULL THEN o.state WHEN p.agrees THEN 'paid' ELSE 'mismatch' END AS state
+               FROM expected_orders o
+               LEFT JOIN LATERAL (
+                   SELECT bool_or(e.amount = o.amount AND e.currency = o.currency) AS agrees
+                     FROM payment_events e
+                    WHERE e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
+                      AND e.event_type = 'payment.succeeded' AND e.status = 'confirmed'
+               ) p ON true
+              WHERE o.state IN ('expected', 'cancelled', 'expired', 'mismatch')
+             UNION ALL
+             SELECT state FROM expected_orders WHERE state = 'paid'
+         ) s
+         GROUP BY state",
     )
     .fetch_all(pool)
     .await?)

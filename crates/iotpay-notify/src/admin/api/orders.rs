@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::SubsecRound;
 use serde_json::{Map, Value};
 
 use super::input;
@@ -60,20 +60,17 @@ pub fn parse_order(map: &Map<String, Value>, merchants: &Merchants) -> Result<Ne
     }
     let expires_at = match map.get("expires_at") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let t: DateTime<Utc> = input::time("expires_at", s)?;
-            if t <= Utc::now() {
-                return Err(ApiError::field("expires_at", "must be in the future"));
-            }
-            Some(t)
-        }
+        // Whole microseconds, as Postgres stores it, so that the same text re-sent compares
+        // equal to the stored value. Whether it is in the future is checked for a new order
+        // only (see `orders::register`): the same body re-sent later is still the same order.
+        Some(Value::String(s)) => Some(input::time("expires_at", s)?.trunc_subsecs(6)),
         Some(_) => return Err(ApiError::field("expires_at", "expected an RFC 3339 time")),
     };
     Ok(NewOrder { mch_id, mch_order_no, api_version, amount, currency, expires_at })
 }
 
 /// `POST /api/v1/orders`: `201` new, `200` the same order again, `409` the same order with
-/// another amount, currency or API version.
+/// another amount, currency, API version or `expires_at`; `400` for a new order already expired.
 pub async fn register(
     State(state): State<AdminState>,
     RawQuery(raw): RawQuery,
@@ -89,11 +86,23 @@ pub async fn register(
             Ok((StatusCode::CREATED, Json(view)))
         }
         Registered::Same(view) => Ok((StatusCode::OK, Json(view))),
-        Registered::Conflict(view) => Err(ApiError::Conflict(format!(
-            "order {}/{} is already registered as {} {} on {}",
-            view.mch_id, view.mch_order_no, view.amount, view.currency, view.api_version
-        ))),
+        Registered::Conflict { existing, fields } => Err(ApiError::Conflict(conflict_message(&existing, &fields))),
+        Registered::ExpiresInPast => Err(ApiError::field("expires_at", "must be in the future")),
     }
+}
+
+/// Why a registration conflicts with the order already registered (the API and the CLI say it alike).
+pub fn conflict_message(existing: &OrderView, fields: &[&str]) -> String {
+    format!(
+        "order {}/{} is already registered with another {}: {} {} on {}, expires_at {}",
+        existing.mch_id,
+        existing.mch_order_no,
+        fields.join(", "),
+        existing.amount,
+        existing.currency,
+        existing.api_version,
+        existing.expires_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )
 }
 
 /// `GET /api/v1/orders/{mch_id}/{mch_order_no}`: the order's state; with `wait=<seconds>`
