@@ -177,3 +177,21 @@ async fn a_writer_that_dies_fails_the_health_it_was_started_under() {
     let unsupervised = GroupCommit::start(pool, Buggy, settings);
     assert!(matches!(unsupervised.submit(13).await, Err(store::StoreError::Closed)));
 }
+
+/// A queue statement that still needs a ruled-out plan node (a sort, here) costs more than
+/// `jit_above_cost` by `disable_cost` alone; it must run without JIT compilation, which took
+/// 0.3-1 s per statement.
+#[tokio::test]
+async fn queue_statements_are_never_jit_compiled() {
+    let db = TestDatabase::create().await;
+    let jit: bool = sqlx::query_scalar("SELECT pg_jit_available()").fetch_one(&db.pool).await.unwrap();
+    assert!(jit, "this PostgreSQL has no JIT: the test would prove nothing");
+    store::record_batch(&db.pool, &[new_notification("J1", 100), new_notification("J2", 200)]).await.unwrap();
+    let sorted = "EXPLAIN (ANALYZE, FORMAT JSON) SELECT event_id FROM payment_events ORDER BY amount";
+
+    let mut tx = store::begin_queue_tx(&db.pool).await.unwrap();
+    let plan: serde_json::Value = sqlx::query_scalar(sorted).fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(plan[0]["Plan"]["Total Cost"].as_f64().unwrap() > 100_000.0, "the sort is ruled out: {plan}");
+    assert!(plan[0].get("JIT").is_none(), "queue statement was JIT-compiled: {}", plan[0]["JIT"]);
+}
