@@ -201,6 +201,7 @@ async fn events_list_filters_and_refuses_bad_input_naming_the_field() {
         ("status=pending&status=confirmed", "status"),
         ("mch_id=", "mch_id"),
         ("pay_order_id=a%00b", "pay_order_id"),
+        ("created_since=2026-02-01T00:00:00Z&created_until=2026-01-01T00:00:00Z", "created_until"),
     ] {
         let got = json(admin.get(&format!("/api/v1/events?{query}"))).await;
         assert_error(&got, 400, "bad_request", Some(field));
@@ -350,6 +351,8 @@ async fn redrive_takes_exactly_one_selector_and_changes_nothing_on_bad_input() {
         (json!({"event_id": 7}), Some("event_id")),
         (json!({"event_id": "evt_nope"}), Some("event_id")),
         (json!({"endpoint": ""}), Some("endpoint")),
+        // A NUL would reach Postgres and fail there (a 503 "unavailable" before): refused first.
+        (json!({"endpoint": "http://127.0.0.1:9/b\u{0}"}), Some("endpoint")),
         (json!({"all": true, "force": true}), Some("force")),
         (json!({"all": true, "include_pending": "yes"}), Some("include_pending")),
         (json!([{"all": true}]), None),
@@ -634,4 +637,54 @@ async fn cli_recheck_and_redrive_pending_match_the_api() {
     let (attempts, due): (i32, bool) =
         sqlx::query_as("SELECT attempts, next_attempt_at <= now() FROM deliveries").fetch_one(&db.pool).await.unwrap();
     assert_eq!((attempts, due), (2, true), "due now, schedule position kept");
+}
+
+#[tokio::test]
+async fn refusals_of_the_http_layer_are_json_and_the_bearer_scheme_is_case_insensitive() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    // RFC 7235: the auth scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let resp = admin
+            .client
+            .get(admin.url("/api/v1/stats"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    // A method the route does not serve: 405, its Allow header kept.
+    let resp = admin.client.delete(admin.url("/api/v1/events")).bearer_auth(TOKEN).send().await.unwrap();
+    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(allow.contains("GET"), "Allow: {allow}");
+    let got = (resp.status().as_u16(), resp.json::<Value>().await.expect("a JSON body"));
+    assert_error(&got, 405, "method_not_allowed", None);
+    validate(&got.1, "Error");
+    // A body past the 64 KiB limit.
+    let big = json!({"event_id": "x".repeat(70 * 1024)});
+    let got = json(admin.post("/api/v1/deliveries/redrive", &big)).await;
+    assert_error(&got, 413, "payload_too_large", None);
+    validate(&got.1, "Error");
+    // A path segment that is not UTF-8 once percent-decoded: refused by axum's Path extractor.
+    let got = json(admin.get("/api/v1/events/%FF%FE")).await;
+    assert_error(&got, 400, "bad_request", None);
+    validate(&got.1, "Error");
+    // Outside /api/ the console keeps its HTML.
+    let resp = admin.client.delete(admin.url("/events")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(!resp.headers().get("content-type").is_some_and(|v| v.to_str().unwrap().contains("json")));
+}
+
+#[tokio::test]
+async fn a_statement_the_database_refuses_is_500_internal_not_503_unavailable() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    assert_eq!(json(admin.get("/api/v1/stats")).await.0, 200);
+    // The database answers but refuses the statement (here a missing table, standing for any bug).
+    sqlx::query("ALTER TABLE deliveries RENAME TO deliveries_elsewhere").execute(&db.pool).await.unwrap();
+    let got = json(admin.get("/api/v1/stats")).await;
+    assert_error(&got, 500, "internal", None);
+    assert!(!got.1.to_string().contains("deliveries"), "no database text in the answer: {}", got.1);
+    validate(&got.1, "Error");
 }

@@ -117,6 +117,12 @@ async fn sessions_are_httponly_strict_expiring_cookies_and_forms_need_the_csrf_t
     assert_eq!(resp.status(), 400);
     let resp = client.get(admin.url("/events?cursor=zzz")).header("cookie", other_pair).send().await.unwrap();
     assert_eq!(resp.status(), 400);
+    // A NUL in the search: refused by the API's input rules, never sent to Postgres (which
+    // refused it with an error the page called "Database unavailable").
+    for q in ["%00", "a%00b", "%1B%5B31m"] {
+        let resp = client.get(admin.url(&format!("/events?q={q}"))).header("cookie", other_pair).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "q={q}");
+    }
 }
 
 /// chromedriver on a free port; killed on drop.

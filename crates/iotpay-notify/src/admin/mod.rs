@@ -72,6 +72,8 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        // Outside the limits, so their refusals under /api/ get the API's error body too.
+        .layer(middleware::from_fn(error::api_errors_as_json))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

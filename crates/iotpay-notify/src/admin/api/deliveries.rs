@@ -30,21 +30,27 @@ pub fn parse_body(body: &Map<String, Value>) -> Result<(Selector, bool), ApiErro
         Some(_) => return Err(ApiError::field("include_pending", "expected true or false")),
     };
     let given: Vec<&str> = ["event_id", "endpoint", "all"].into_iter().filter(|k| body.contains_key(*k)).collect();
-    let selector = match given.as_slice() {
-        ["event_id"] => match &body["event_id"] {
-            Value::String(s) => Selector::Event(input::event_id("event_id", s)?),
-            _ => return Err(ApiError::field("event_id", "expected a string")),
-        },
-        ["endpoint"] => match &body["endpoint"] {
-            Value::String(s) if !s.is_empty() && s.len() <= 2048 => Selector::Endpoint(s.clone()),
-            _ => return Err(ApiError::field("endpoint", "expected the endpoint URL as configured in FORWARD_URLS")),
-        },
-        ["all"] => match &body["all"] {
-            Value::Bool(true) => Selector::All,
-            _ => return Err(ApiError::field("all", "expected true")),
-        },
-        _ => return Err(ApiError::bad("give exactly one of event_id, endpoint or all")),
-    };
+    let selector =
+        match given.as_slice() {
+            ["event_id"] => match &body["event_id"] {
+                Value::String(s) => Selector::Event(input::event_id("event_id", s)?),
+                _ => return Err(ApiError::field("event_id", "expected a string")),
+            },
+            ["endpoint"] => match &body["endpoint"] {
+                Value::String(s) if !s.is_empty() && s.len() <= 2048 && !s.chars().any(char::is_control) => {
+                    Selector::Endpoint(s.clone())
+                }
+                _ => return Err(ApiError::field(
+                    "endpoint",
+                    "expected the endpoint URL as configured in FORWARD_URLS, or its masked form as this API shows it",
+                )),
+            },
+            ["all"] => match &body["all"] {
+                Value::Bool(true) => Selector::All,
+                _ => return Err(ApiError::field("all", "expected true")),
+            },
+            _ => return Err(ApiError::bad("give exactly one of event_id, endpoint or all")),
+        };
     Ok((selector, include_pending))
 }
 

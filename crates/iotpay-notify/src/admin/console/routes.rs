@@ -17,13 +17,24 @@ use crate::store::ops::{self, RedriveFilter};
 /// Events per console page.
 const PAGE: i64 = 50;
 
+/// A database failure as a page: `503` when the database could not be reached (try again),
+/// `500` when it refused the statement (trying again will not help).
 fn unavailable(e: sqlx::Error) -> Response {
-    tracing::warn!(error = %e, "console: database unavailable");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(pages::message("Database unavailable", "The database did not answer. Try again shortly.")),
-    )
-        .into_response()
+    if crate::admin::error::is_unavailable(&e) {
+        tracing::warn!(error = %e, "console: database unavailable");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(pages::message("Database unavailable", "The database did not answer. Try again shortly.")),
+        )
+            .into_response()
+    } else {
+        tracing::error!(error = %e, "console: the database refused a statement");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html(pages::message("Internal error", "The database refused the request. The service log says why.")),
+        )
+            .into_response()
+    }
 }
 
 fn bad(message: &str) -> Response {
@@ -122,8 +133,9 @@ pub async fn events(
 ) -> Response {
     let Ok(Query(query)) = query else { return bad("Unknown search parameter.") };
     let q = query.q.trim().to_owned();
-    if q.chars().count() > 128 {
-        return bad("Search for one id (at most 128 characters).");
+    // The API's rule for ids: a NUL or other control character never reaches the database.
+    if input::text("q", &q).is_err() {
+        return bad("Search for one id: at most 128 printable characters.");
     }
     let status = query.status.trim().to_owned();
     if !status.is_empty() && !STATUSES.contains(&status.as_str()) {
