@@ -688,3 +688,57 @@ async fn a_statement_the_database_refuses_is_500_internal_not_503_unavailable() 
     assert!(!got.1.to_string().contains("deliveries"), "no database text in the answer: {}", got.1);
     validate(&got.1, "Error");
 }
+
+/// A dead delivery to `endpoint` for each event (confirmed here).
+async fn dead_deliveries(pool: &sqlx::PgPool, ids: &[String], endpoints: &[String]) {
+    forwarding::confirm(pool, ids, endpoints).await;
+    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now(), attempts = 2 WHERE event_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn endpoint_passwords_never_leave_the_api_and_its_masked_form_is_accepted_back() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let secret_url = "http://erp-user:s3cret-pw@127.0.0.1:9/hook?token=t0ken-value".to_owned();
+    let twin = "http://other-user:an0ther-pw@127.0.0.1:9/hook?token=an0ther-token".to_owned();
+    let ids = forwarding::insert_events(&db.pool, "PZ", 3).await;
+    dead_deliveries(&db.pool, &ids[..2], std::slice::from_ref(&secret_url)).await;
+    let secrets = ["erp-user", "s3cret-pw", "t0ken-value", "an0ther-pw", "an0ther-token"];
+    let assert_masked = |what: &str, doc: &Value| {
+        for secret in secrets {
+            assert!(!doc.to_string().contains(secret), "{what} shows {secret}: {doc}");
+        }
+    };
+
+    let (_, stats) = json(admin.get("/api/v1/stats")).await;
+    assert_masked("stats", &stats);
+    validate(&stats, "Stats");
+    let shown = stats["endpoints"][0]["endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(shown, "http://***@127.0.0.1:9/hook?token=***");
+    let (_, detail) = json(admin.get(&format!("/api/v1/events/{}", ids[0]))).await;
+    assert_masked("event detail", &detail);
+    assert_eq!(detail["deliveries"][0]["endpoint"], shown.as_str());
+
+    // What the API shows is accepted back: it names exactly one stored endpoint.
+    let (status, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"endpoint": shown}))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_masked("redrive", &out);
+    assert_eq!(out["redriven"].as_array().unwrap().len(), 2, "{out}");
+
+    // Two endpoints that differ only in masked parts: the masked form is ambiguous, refused.
+    dead_deliveries(&db.pool, &ids[2..], std::slice::from_ref(&twin)).await;
+    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now()").execute(&db.pool).await.unwrap();
+    let before = delivery_states(&db.pool).await;
+    let got = json(admin.post("/api/v1/deliveries/redrive", &json!({"endpoint": shown}))).await;
+    assert_error(&got, 400, "bad_request", Some("endpoint"));
+    assert_masked("the ambiguity error", &got.1);
+    assert_eq!(delivery_states(&db.pool).await, before, "nothing changed");
+    // The exact URL still names one.
+    let (_, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"endpoint": twin}))).await;
+    assert_eq!(out["redriven"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["redriven"][0]["event_id"], ids[2].as_str());
+}

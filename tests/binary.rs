@@ -1,6 +1,7 @@
 //! Tests of the `iotpay-notify` binary itself: configuration errors, logs, graceful shutdown.
 
 mod common;
+mod forwarding;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,4 +183,95 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
 
 fn uuid_like() -> String {
     format!("{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
+}
+
+/// A `serve` child whose stderr is a pipe, read to the end by a thread.
+struct Served {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    base: String,
+}
+
+impl Served {
+    /// Starts `serve` on a free port with `env`, and waits until it answers `/healthz`.
+    async fn start(database_url: &str, env: &[(&str, &str)]) -> Served {
+        let port = free_port();
+        let mut cmd = binary();
+        cmd.arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("IOTPAY_MERCHANTS", merchants_env())
+            // Never the real IOTPay from a test: a closed local port.
+            .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
+            .env("IOTPAY_V2_API_URL", "http://127.0.0.1:9/v2")
+            .env("IOTPAY_V1_API_URL", "http://127.0.0.1:9/v1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
+            out
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("serve exited {status}: {}", stderr.join().unwrap());
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Served { child, stderr: Some(stderr), base }
+    }
+
+    /// SIGTERM, exit 0, and everything it wrote on stderr.
+    fn stop(mut self) -> String {
+        terminate(&mut self.child, Duration::from_secs(10));
+        self.stderr.take().unwrap().join().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_operator_redrive_logs_the_endpoint_label_never_its_password() {
+    let db = TestDatabase::create().await;
+    let token = "adm_0123456789abcdefghijklmnopqrstuvwxyz";
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let served = Served::start(
+        &db.url(),
+        &[("ADMIN_TOKENS", token), ("ADMIN_LISTEN_ADDR", &admin_addr), ("LOG_FORMAT", "json"), ("RUST_LOG", "debug")],
+    )
+    .await;
+    let secret_url = "http://erp-user:s3cret-pw@127.0.0.1:9/hook?token=t0ken-value";
+    let ids = forwarding::insert_events(&db.pool, "PLOG", 1).await;
+    forwarding::confirm(&db.pool, &ids, &[secret_url.to_owned()]).await;
+    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now()").execute(&db.pool).await.unwrap();
+    let client = reqwest::Client::new();
+    let admin = |path: &str| format!("http://{admin_addr}{path}");
+    let resp = client
+        .post(admin("/api/v1/deliveries/redrive"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "endpoint": secret_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.text().await.unwrap();
+    let public = client.get(format!("{}/api/v1/stats", served.base)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(public.status(), 404, "the API is on the admin listener only");
+    for path in ["/api/v1/stats".to_owned(), format!("/api/v1/events/{}", ids[0])] {
+        let resp = client.get(admin(&path)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let logs = served.stop();
+    let redrive = logs.lines().find(|l| l.contains("operator redrive")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(redrive.contains("http://127.0.0.1:9/hook"), "the label names the endpoint: {redrive}");
+    for secret in ["erp-user", "s3cret-pw", "t0ken-value"] {
+        assert!(!logs.contains(secret), "{secret} logged");
+        assert!(!answer.contains(secret), "{secret} answered");
+    }
 }

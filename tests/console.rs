@@ -125,6 +125,78 @@ async fn sessions_are_httponly_strict_expiring_cookies_and_forms_need_the_csrf_t
     }
 }
 
+#[tokio::test]
+async fn console_forms_name_deliveries_never_their_urls() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let client = no_redirects();
+    let cookie = sign_in(&admin, &client, TOKEN).await.1.unwrap();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let secret_url = "http://erp-user:s3cret-pw@127.0.0.1:9/hook?token=t0ken-value".to_owned();
+    let ids = forwarding::insert_events(&db.pool, "PQ", 2).await;
+    forwarding::confirm(&db.pool, &ids, std::slice::from_ref(&secret_url)).await;
+    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now(), attempts = 2")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let delivery_of = |id: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, String)>("SELECT id, status FROM deliveries WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let page = |path: String| {
+        let (client, pair, url) = (client.clone(), pair.clone(), admin.url(&path));
+        async move {
+            let resp = client.get(url).header("cookie", pair).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (_, overview) = page("/".into()).await;
+    let (_, event) = page(format!("/events/{}", ids[0])).await;
+    assert!(overview.contains("Redrive 2 dead"), "{overview}");
+    for (name, html) in [("overview", &overview), ("event", &event)] {
+        for secret in ["erp-user", "s3cret-pw", "t0ken-value"] {
+            assert!(!html.contains(secret), "the {name} page carries {secret}");
+        }
+    }
+
+    // The event page's Redrive button names its delivery by id.
+    let (first, _) = delivery_of(ids[0].clone()).await;
+    let (second, _) = delivery_of(ids[1].clone()).await;
+    assert!(event.contains(&format!("name=\"delivery\" value=\"{first}\"")), "{event}");
+    let csrf = csrf_of(&event);
+    let redrive = admin.url(&format!("/events/{}/redrive", ids[0]));
+    let post = |url: String, form: Vec<(&'static str, String)>| {
+        let (client, pair) = (client.clone(), pair.clone());
+        async move { client.post(url).header("cookie", pair).form(&form).send().await.unwrap().status().as_u16() }
+    };
+    // Another event's delivery is not redriven through this event's page.
+    assert_eq!(post(redrive.clone(), vec![("csrf", csrf.clone()), ("delivery", second.to_string())]).await, 303);
+    assert_eq!(delivery_of(ids[1].clone()).await.1, "dead");
+    assert_eq!(post(redrive.clone(), vec![("csrf", csrf.clone()), ("delivery", first.to_string())]).await, 303);
+    assert_eq!(delivery_of(ids[0].clone()).await.1, "pending");
+    assert_eq!(delivery_of(ids[1].clone()).await.1, "dead");
+
+    // The overview's button: every dead delivery of the endpoint that delivery goes to.
+    let (_, overview) = page("/".into()).await;
+    assert!(overview.contains("Redrive 1 dead"), "{overview}");
+    let endpoints = admin.url("/endpoints/redrive");
+    assert_eq!(post(endpoints.clone(), vec![("csrf", csrf.clone()), ("delivery", "999999".into())]).await, 404);
+    assert_eq!(post(endpoints.clone(), vec![("csrf", csrf.clone()), ("delivery", first.to_string())]).await, 303);
+    assert_eq!(delivery_of(ids[1].clone()).await.1, "pending");
+
+    // The database answers but refuses the statement: a 500 page, not "unavailable".
+    sqlx::query("ALTER TABLE deliveries RENAME TO deliveries_elsewhere").execute(&db.pool).await.unwrap();
+    let (status, html) = page("/".into()).await;
+    assert_eq!(status, 500, "{html}");
+    assert!(html.contains("Internal error") && !html.contains("unavailable"), "{html}");
+}
+
 /// chromedriver on a free port; killed on drop.
 struct Driver {
     child: Child,

@@ -156,10 +156,15 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         DeliveriesCommand::Move(args) => crate::ops_orphans::move_to(&pool().await?, args).await?,
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
+            let endpoint = match &args.endpoint {
+                Some(given) => Some(crate::ops_orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
+                None => None,
+            };
             let filter = ops::RedriveFilter {
-                endpoint: args.endpoint.as_deref(),
+                endpoint: endpoint.as_deref(),
                 event_id: args.event.as_deref(),
                 include_pending: args.pending,
+                ..Default::default()
             };
             let rows = ops::redrive_with(&pool, filter).await.context("redriving deliveries")?;
             if args.json {

@@ -189,8 +189,13 @@ pub struct StatusCounts {
 /// The forwarding state of one endpoint.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EndpointStats {
-    /// The endpoint URL.
+    /// The endpoint URL (user-info and query values masked when serialized: it may carry a password).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
+    /// One of its pending or dead deliveries: the console's forms name the endpoint by it, so
+    /// the URL never travels through a page.
+    #[serde(skip)]
+    pub delivery_id: i64,
     /// Deliveries waiting (pending).
     pub pending: i64,
     /// Age of the oldest pending delivery, in seconds (0 when none).

@@ -240,6 +240,8 @@ pub struct RedriveFilter<'a> {
     pub endpoint: Option<&'a str>,
     /// Only deliveries of this event.
     pub event_id: Option<&'a str>,
+    /// Only this delivery (the console's buttons name a delivery, never its URL).
+    pub delivery_id: Option<i64>,
     /// Also `pending` deliveries that no worker is attempting right now: they become due at once,
     /// keeping their place in the retry schedule.
     pub include_pending: bool,
@@ -252,7 +254,7 @@ pub async fn redrive(
     endpoint: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<Vec<Redriven>, sqlx::Error> {
-    redrive_with(pool, RedriveFilter { endpoint, event_id, include_pending: false }).await
+    redrive_with(pool, RedriveFilter { endpoint, event_id, ..Default::default() }).await
 }
 
 /// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule (and, with
@@ -268,6 +270,7 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
                     OR ($3 AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())))
                AND ($1::text IS NULL OR endpoint = $1)
                AND ($2::text IS NULL OR event_id = $2)
+               AND ($4::bigint IS NULL OR id = $4)
              FOR UPDATE
          )
          UPDATE deliveries d
@@ -283,6 +286,7 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
     .bind(filter.endpoint)
     .bind(filter.event_id)
     .bind(filter.include_pending)
+    .bind(filter.delivery_id)
     .fetch_all(&mut *tx)
     .await?;
     if !rows.is_empty() {
@@ -296,6 +300,11 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
     tx.commit().await?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// The endpoint of delivery `id`, if it exists.
+pub async fn delivery_endpoint(pool: &PgPool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT endpoint FROM deliveries WHERE id = $1").bind(id).fetch_optional(pool).await
 }
 
 /// One event with its delivery totals, for a compact report (the demo's final table).

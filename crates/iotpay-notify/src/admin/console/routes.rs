@@ -199,12 +199,13 @@ pub async fn event(
     }
 }
 
-/// A Redrive / Retry-now button of one delivery.
+/// A Redrive / Retry-now button of one delivery. It names the delivery by id: the endpoint URL
+/// may carry a password and never travels through a page.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveForm {
     csrf: String,
-    endpoint: String,
+    delivery: i64,
     #[serde(default)]
     pending: Option<String>,
 }
@@ -222,8 +223,9 @@ pub async fn redrive(
     let Ok(event_id) = input::event_id("event_id", &event_id) else { return bad("Malformed event id.") };
     let filter = RedriveFilter {
         event_id: Some(&event_id),
-        endpoint: Some(&form.endpoint),
+        delivery_id: Some(form.delivery),
         include_pending: form.pending.is_some(),
+        ..Default::default()
     };
     match ops::redrive_with(&state.pool, filter).await {
         Ok(rows) => {
@@ -262,15 +264,16 @@ pub async fn recheck(
     }
 }
 
-/// The overview's "Redrive dead" button of one endpoint.
+/// The overview's "Redrive dead" button of one endpoint, named by one of its deliveries (the URL
+/// never travels through a page).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointForm {
     csrf: String,
-    endpoint: String,
+    delivery: i64,
 }
 
-/// `POST /endpoints/redrive`: every dead delivery of one endpoint.
+/// `POST /endpoints/redrive`: every dead delivery of the endpoint of delivery `delivery`.
 pub async fn redrive_endpoint(
     State(state): State<AdminState>,
     session: Session,
@@ -279,9 +282,16 @@ pub async fn redrive_endpoint(
     if !session.csrf_ok(&state, &form.csrf) {
         return forbidden();
     }
-    match ops::redrive(&state.pool, Some(&form.endpoint), None).await {
+    let endpoint = match ops::delivery_endpoint(&state.pool, form.delivery).await {
+        Ok(Some(endpoint)) => endpoint,
+        Ok(None) => {
+            return (StatusCode::NOT_FOUND, Html(pages::message("Not found", "No such delivery."))).into_response()
+        }
+        Err(e) => return unavailable(e),
+    };
+    match ops::redrive(&state.pool, Some(&endpoint), None).await {
         Ok(rows) => {
-            tracing::info!(endpoint = %crate::forward::worker::endpoint_label(&form.endpoint), redriven = rows.len(), "console redrive");
+            tracing::info!(endpoint = %crate::forward::worker::endpoint_label(&endpoint), redriven = rows.len(), "console redrive");
             Redirect::to("/").into_response()
         }
         Err(e) => unavailable(e),
