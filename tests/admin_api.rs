@@ -742,3 +742,56 @@ async fn endpoint_passwords_never_leave_the_api_and_its_masked_form_is_accepted_
     assert_eq!(out["redriven"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(out["redriven"][0]["event_id"], ids[2].as_str());
 }
+
+#[tokio::test]
+async fn the_backlog_history_leaves_out_time_spent_dead_unconfirmed_or_dropped() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let ids = forwarding::insert_events(&db.pool, "PH", 3).await;
+    let endpoints = vec!["http://127.0.0.1:9/a".to_owned()];
+    forwarding::confirm(&db.pool, &[ids[0].clone(), ids[2].clone()], &endpoints).await;
+    // 40 minutes ago: all three stored, two confirmed with a delivery each. 30 minutes ago: one
+    // delivery died, the other was dropped, the third event became unconfirmed.
+    sqlx::query(
+        "UPDATE payment_events SET created_at = now() - interval '40 minutes',
+                confirmed_at = CASE WHEN status = 'confirmed' THEN now() - interval '40 minutes' END,
+                decided_at = now() - interval '40 minutes'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE payment_events SET status = 'unconfirmed', decided_at = now() - interval '30 minutes' WHERE event_id = $1",
+    )
+    .bind(&ids[1])
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET created_at = now() - interval '40 minutes',
+                status = CASE WHEN event_id = $1 THEN 'dead' ELSE 'dropped' END,
+                dead_at = CASE WHEN event_id = $1 THEN now() - interval '30 minutes' END,
+                updated_at = now() - interval '30 minutes'",
+    )
+    .bind(&ids[0])
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let backlog = |s: &Value, minutes_ago: usize| {
+        let m = &s["per_minute"][59 - minutes_ago];
+        (m["pending_events"].as_i64().unwrap(), m["pending_deliveries"].as_i64().unwrap())
+    };
+    let (_, s) = json(admin.get("/api/v1/stats")).await;
+    assert_eq!(backlog(&s, 20), (0, 0), "20 minutes ago nothing was pending");
+    assert_eq!(backlog(&s, 0), (0, 0));
+
+    // An operator redrives the dead delivery and re-checks the unconfirmed event: both are
+    // pending from now on, and still were not 20 minutes ago.
+    let (status, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"all": true}))).await;
+    assert_eq!((status, out["redriven"].as_array().unwrap().len()), (200, 1), "{out}");
+    let (status, _) = json(admin.post(&format!("/api/v1/events/{}/recheck", ids[1]), &json!({}))).await;
+    assert_eq!(status, 200);
+    let (_, s) = json(admin.get("/api/v1/stats")).await;
+    assert_eq!(backlog(&s, 20), (0, 0), "the dead and unconfirmed time is not drawn as backlog");
+    assert_eq!(backlog(&s, 0), (1, 1), "pending again now");
+}
