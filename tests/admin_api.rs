@@ -795,3 +795,59 @@ async fn the_backlog_history_leaves_out_time_spent_dead_unconfirmed_or_dropped()
     assert_eq!(backlog(&s, 20), (0, 0), "the dead and unconfirmed time is not drawn as backlog");
     assert_eq!(backlog(&s, 0), (1, 1), "pending again now");
 }
+
+#[tokio::test]
+async fn pagination_with_inserts_tied_on_created_at_skips_and_repeats_nothing() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    // Every row shares one created_at: only the id orders them.
+    let before = forwarding::insert_events(&db.pool, "PT", 30).await;
+    let tied: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT created_at FROM payment_events LIMIT 1").fetch_one(&db.pool).await.unwrap();
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT created_at) FROM payment_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(distinct, 1);
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = Vec::new();
+    for page in 0.. {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/events?limit=4&cursor={c}"),
+            None => "/api/v1/events?limit=4".into(),
+        };
+        let (status, body) = json(admin.get(&path)).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(body["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        if page == 2 {
+            // Mid-walk: rows with the very same created_at, ids on both sides of the cursor.
+            let ids = forwarding::insert_events(&db.pool, "PTNEW", 12).await;
+            sqlx::query("UPDATE payment_events SET created_at = $1 WHERE event_id = ANY($2)")
+                .bind(tied)
+                .bind(&ids)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let last = seen.last().unwrap();
+            assert!(ids.iter().any(|id| id > last) && ids.iter().any(|id| id < last), "inserts on both sides");
+            added = ids;
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a row was returned twice: {seen:?}");
+    for id in &before {
+        assert!(unique.contains(id), "{id} existed before the walk and was skipped");
+    }
+    for id in &seen {
+        assert!(before.contains(id) || added.contains(id), "{id} is neither an old nor a new row");
+    }
+    // The new rows sorting after the cursor (smaller ids, newest first) are found; the others
+    // were passed already.
+    let last_before_insert = &seen[11];
+    for id in &added {
+        assert_eq!(unique.contains(id), id < last_before_insert, "{id}");
+    }
+}
