@@ -851,3 +851,44 @@ async fn pagination_with_inserts_tied_on_created_at_skips_and_repeats_nothing() 
         assert_eq!(unique.contains(id), id < last_before_insert, "{id}");
     }
 }
+
+#[tokio::test]
+async fn attempts_after_a_redrive_carry_their_round_and_dropped_deliveries_fit_the_schema() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let rx = forwarding::Receiver::start().await;
+    rx.default_reply("/erp", forwarding::Reply::Status(500));
+    let endpoints = vec![rx.url("/erp"), rx.url("/gone")];
+    let ids = forwarding::insert_events(&db.pool, "PA", 1).await;
+    forwarding::confirm(&db.pool, &ids, &endpoints).await;
+    sqlx::query("UPDATE deliveries SET status = 'dropped' WHERE endpoint = $1")
+        .bind(&endpoints[1])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let erp = std::slice::from_ref(&endpoints[0]);
+    for round in 0..2 {
+        let worker = forwarding::start(&db.pool, erp, forwarding::fast_settings(&[0, 5]), "host-r:1");
+        forwarding::wait_until(std::time::Duration::from_secs(20), "dead", || async {
+            forwarding::deliveries_with(&db.pool, "dead").await == 1
+        })
+        .await;
+        worker.stop().await;
+        if round == 0 {
+            let (status, _) = json(admin.post("/api/v1/deliveries/redrive", &json!({"all": true}))).await;
+            assert_eq!(status, 200);
+        }
+    }
+    let (_, doc) = json(admin.get(&format!("/api/v1/events/{}", ids[0]))).await;
+    validate(&doc, "EventDetail");
+    let erp = doc["deliveries"].as_array().unwrap().iter().find(|d| d["status"] == "dead").unwrap();
+    let rounds: Vec<(i64, i64)> = erp["attempts_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_i64().unwrap(), a["redrive_round"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(rounds, [(1, 0), (2, 0), (1, 1), (2, 1)]);
+    assert!(doc["deliveries"].as_array().unwrap().iter().any(|d| d["status"] == "dropped"));
+    assert_eq!(doc, cli_show(&db, &ids[0]).await, "the CLI prints the same document");
+}

@@ -377,6 +377,10 @@ async fn console_in_chromium_fixes_a_dead_delivery() {
             c.find(Locator::XPath("//button[normalize-space()='Redrive']")).await.is_err(),
             "no dead delivery left"
         );
+        // The timeline says which attempt came after the redrive (its count restarted at 1).
+        let timeline = c.find(Locator::Css("ol.timeline")).await?.text().await?;
+        assert!(timeline.contains("delivery attempt 1 (redrive 1)"), "{timeline}");
+        assert!(timeline.contains("delivery attempt 2 to"), "{timeline}");
 
         Ok::<_, fantoccini::error::CmdError>(())
     }

@@ -195,25 +195,13 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Labels of a delivery's attempts in order: a redrive restarts the numbering at 1, so each
-/// attempt after the first restart says which redrive round it belongs to (`1 (redrive 1)`).
-fn attempt_labels(attempts: impl IntoIterator<Item = i32>) -> Vec<String> {
-    let mut round = 0;
-    let mut previous = 0;
-    attempts
-        .into_iter()
-        .map(|n| {
-            if n <= previous {
-                round += 1;
-            }
-            previous = n;
-            if round == 0 {
-                n.to_string()
-            } else {
-                format!("{n} (redrive {round})")
-            }
-        })
-        .collect()
+/// The label of an attempt: its number, and after a redrive restarted the count, its round
+/// (`1 (redrive 1)`).
+pub fn attempt_label(a: &ops::AttemptRow) -> String {
+    match a.redrive_round {
+        0 => a.attempt.to_string(),
+        round => format!("{} (redrive {round})", a.attempt),
+    }
 }
 
 /// Reads `--since`: an RFC 3339 time, or a duration before `now` (`90s`, `30m`, `24h`, `7d`).
@@ -378,11 +366,10 @@ fn event_text(d: &ops::EventDetail) -> String {
             let _ = writeln!(out, "    last_error: {e}");
         }
         if !dl.attempts_log.is_empty() {
-            let labels = attempt_labels(dl.attempts_log.iter().map(|a| a.attempt));
             out.push_str(&indent(
                 &table(
                     &["#", "STARTED_AT", "MS", "RESULT", "RESPONSE"],
-                    dl.attempts_log.iter().zip(labels).map(|(a, label)| {
+                    dl.attempts_log.iter().map(|a| {
                         let result = match (a.http_status, &a.error) {
                             (Some(s), _) => s.to_string(),
                             (None, Some(e)) => e.clone(),
@@ -396,7 +383,7 @@ fn event_text(d: &ops::EventDetail) -> String {
                             .map(|c| if c.is_control() { ' ' } else { c })
                             .take(60)
                             .collect();
-                        vec![label, time(a.started_at), a.duration_ms.to_string(), result, snippet]
+                        vec![attempt_label(a), time(a.started_at), a.duration_ms.to_string(), result, snippet]
                     }),
                 ),
                 "    ",
@@ -409,15 +396,6 @@ fn event_text(d: &ops::EventDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attempts_after_a_redrive_are_marked() {
-        assert_eq!(super::attempt_labels([1, 2, 3]), ["1", "2", "3"]);
-        assert_eq!(
-            super::attempt_labels([1, 2, 1, 2, 1]),
-            ["1", "2", "1 (redrive 1)", "2 (redrive 1)", "1 (redrive 2)"]
-        );
-    }
 
     #[test]
     fn since_reads_times_and_durations() {
