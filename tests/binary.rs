@@ -237,6 +237,45 @@ impl Served {
 }
 
 #[tokio::test]
+async fn serve_without_admin_tokens_says_so_in_one_plain_line_and_leaves_the_admin_port_unbound() {
+    let db = TestDatabase::create().await;
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let served = Served::start(&db.url(), &[("ADMIN_LISTEN_ADDR", &admin_addr), ("LOG_FORMAT", "text")]).await;
+    let refused = std::net::TcpStream::connect(&admin_addr).map_err(|e| e.kind());
+    let logs = served.stop();
+    assert_eq!(refused.err(), Some(std::io::ErrorKind::ConnectionRefused), "nothing listens on {admin_addr}");
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("ADMIN_TOKENS")).collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(lines[0].contains("ADMIN_TOKENS is not set: the admin listener (API and console) is not started"));
+    // LOG_FORMAT=text into a pipe: plain text, no terminal colour codes.
+    assert!(!logs.contains('\u{1b}'), "ANSI escape codes in piped logs: {logs:?}");
+    assert!(logs.contains("serving"), "{logs}");
+}
+
+#[test]
+fn a_taken_admin_port_fails_before_the_database_is_touched() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let started = Instant::now();
+    let out = binary()
+        .arg("serve")
+        // Unreachable: were it tried first, the error would be "connection refused".
+        .env("DATABASE_URL", format!("postgres://u@127.0.0.1:{closed}/db"))
+        .env("IOTPAY_MERCHANTS", "10000701:7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("ADMIN_TOKENS", "adm_0123456789abcdefghijklmnopqrstuvwxyz")
+        .env("ADMIN_LISTEN_ADDR", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ADMIN_LISTEN_ADDR") && err.matches("in use").count() == 1, "{err}");
+    assert!(!err.to_lowercase().contains("refused"), "the database was not tried: {err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast, before any database wait");
+}
+
+#[tokio::test]
 async fn an_operator_redrive_logs_the_endpoint_label_never_its_password() {
     let db = TestDatabase::create().await;
     let token = "adm_0123456789abcdefghijklmnopqrstuvwxyz";

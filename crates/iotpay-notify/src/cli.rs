@@ -144,12 +144,9 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init_logs(config.log_format);
     let pool = store::connect_lazy(&config.database_url, config.database_max_connections)?;
-    // The port first: a second instance on the same port fails at once, before touching the
-    // database. (Released here and bound again by the service a moment later.)
-    drop(
-        std::net::TcpListener::bind(config.listen_addr)
-            .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.listen_addr))?,
-    );
+    // The ports first, for real: a second instance on the same port fails at once, before
+    // touching the database, and these very sockets serve once migrations are done.
+    let listeners = crate::app::Listeners::bind(&config)?;
     if !no_migrate {
         let target = crate::config::database_target(&config.database_url);
         store::reach::probe(&config.database_url)
@@ -160,10 +157,10 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
             .with_context(|| format!("applying migrations on {target} (is the database reachable?)"))?;
     }
     let shutdown = CancellationToken::new();
-    let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
+    let running = crate::service::start_on(&config, pool.clone(), shutdown.clone(), listeners).await?;
     tracing::info!(
         addr = %running.addr(),
-        admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
+        admin_addr = %running.admin_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
         database = %crate::config::database_target(&config.database_url),
         merchants = %merchant_ids(&config),
         time_zone = config.iotpay_time_zone.iana_name().unwrap_or("-"),
