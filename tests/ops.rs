@@ -357,3 +357,24 @@ async fn orphan_commands_accept_the_masked_urls_they_print_unless_ambiguous() {
     let redriven: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(redriven["redriven"].as_array().unwrap().len(), 1, "{out}");
 }
+
+#[test]
+fn bad_flag_values_exit_2_like_every_command_line_error() {
+    // A database that is never reached: a value that got past the checks would fail with 1.
+    let unreachable = format!("postgres://u@127.0.0.1:{}/db", free_port());
+    let cases: [&[&str]; 6] = [
+        &["events", "list", "--status", "paid"],
+        &["events", "list", "--since", "yesterday"],
+        &["events", "list", "--since", "99999999999999d"],
+        &["events", "list", "--limit", "0"],
+        &["events", "list", "--limit", "ten"],
+        &["prune", "--older-than", "soon"],
+    ];
+    for args in cases {
+        let out = binary().args(args).env("DATABASE_URL", &unreachable).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error:"), "{args:?}: {err}");
+        assert!(!err.to_lowercase().contains("refused"), "{args:?} reached for the database: {err}");
+    }
+}

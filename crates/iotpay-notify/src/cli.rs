@@ -55,8 +55,15 @@ pub enum Command {
     },
 }
 
+/// A command-line value that parsed but means nothing (`--status paid`, `--older-than soon`):
+/// exits 2 like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
-/// A configuration error exits 2, any other error 1, each as one line on stderr.
+/// A configuration or command-line error exits 2, any other error 1, each as one line on
+/// stderr. (A panic, which should never happen, exits 101 with Rust's panic message.)
 pub fn main_with<C, F>(run: impl FnOnce(C) -> F) -> ExitCode
 where
     C: Parser,
@@ -81,7 +88,9 @@ where
         Err(e) => {
             // Not eprintln!: it panics when stderr is a closed pipe, and the exit code matters more.
             let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {}\n", one_line(&e)).as_bytes());
-            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+            let usage =
+                |c: &(dyn std::error::Error + 'static)| c.is::<crate::config::ConfigError>() || c.is::<UsageError>();
+            if e.chain().any(usage) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
