@@ -276,6 +276,54 @@ fn a_taken_admin_port_fails_before_the_database_is_touched() {
 }
 
 #[tokio::test]
+async fn a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let db = TestDatabase::create().await;
+    let upstream = tokio::net::lookup_host(format!("{}:{}", db.options.get_host(), db.options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = proxy::TcpProxy::start(upstream).await;
+    let through_proxy =
+        sqlx::ConnectOptions::to_url_lossy(&db.options.clone().host("127.0.0.1").port(proxy.addr.port())).to_string();
+    let served = Served::start(&through_proxy, &[("LOG_FORMAT", "json")]).await;
+    let readyz = |base: String| async move { reqwest::get(format!("{base}/readyz")).await.unwrap().status().as_u16() };
+    let until = |want: u16| {
+        let base = served.base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while readyz(base.clone()).await != want {
+                assert!(Instant::now() < deadline, "/readyz never answered {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until(200).await;
+    proxy.cut();
+    until(503).await;
+    // Load balancers keep probing through the outage; the probe keeps failing every second.
+    for _ in 0..15 {
+        assert_eq!(readyz(served.base.clone()).await, 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.restore();
+    until(200).await;
+    for _ in 0..5 {
+        assert_eq!(readyz(served.base.clone()).await, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = served.stop();
+    let messages: Vec<String> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["message"].as_str().map(str::to_owned))
+        .collect();
+    let count = |m: &str| messages.iter().filter(|x| x.as_str() == m).count();
+    assert_eq!(count("not ready: the database does not answer"), 1, "{logs}");
+    assert_eq!(count("ready again: the database answers"), 1, "{logs}");
+}
+
+#[tokio::test]
 async fn an_operator_redrive_logs_the_endpoint_label_never_its_password() {
     let db = TestDatabase::create().await;
     let token = "adm_0123456789abcdefghijklmnopqrstuvwxyz";
