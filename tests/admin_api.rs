@@ -892,3 +892,18 @@ async fn attempts_after_a_redrive_carry_their_round_and_dropped_deliveries_fit_t
     assert!(doc["deliveries"].as_array().unwrap().iter().any(|d| d["status"] == "dropped"));
     assert_eq!(doc, cli_show(&db, &ids[0]).await, "the CLI prints the same document");
 }
+
+#[test]
+fn the_openapi_document_is_valid_against_the_openapi_3_1_meta_schema() {
+    let doc = openapi();
+    assert_eq!(doc["openapi"], "3.1.0", "the meta-schema below is 3.1's");
+    let meta: Value = serde_json::from_str(include_str!("data/openapi-3.1-schema.json")).unwrap();
+    let validator = jsonschema::options().build(&meta).expect("the meta-schema compiles");
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // And the meta-schema does catch a broken document (it is not a no-op).
+    let mut broken = doc.clone();
+    broken["paths"]["/api/v1/stats"]["get"]["responses"] = json!("none");
+    broken["info"] = json!({});
+    assert!(!validator.is_valid(&broken));
+}
