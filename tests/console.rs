@@ -212,29 +212,44 @@ impl Drop for Driver {
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Set (as `.ci/run` does) to make a browser test that cannot run fail instead of skipping.
+const REQUIRE_BROWSER: &str = "IOTPAY_REQUIRE_BROWSER";
 
-fn browser_missing_banner(why: &str) {
-    eprintln!(
+/// Says loudly that the browser test did not run, or fails it when `IOTPAY_REQUIRE_BROWSER=1`.
+fn browser_unavailable(why: &str) {
+    let banner = format!(
         "\n################################################################\n\
          ##  BROWSER TEST DID NOT RUN: {why}\n\
          ##  Install Debian's chromium and chromium-driver (.ci/run does)\n\
          ##  to run console_in_chromium_fixes_a_dead_delivery.\n\
          ################################################################\n"
     );
+    // Straight to the process's stderr: libtest captures eprintln! of a passing test, and a
+    // skip nobody sees is worse than none.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
+    if std::env::var(REQUIRE_BROWSER).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_BROWSER}=1 and the browser test cannot run: {why}");
+    }
 }
 
 async fn start_driver() -> Option<Driver> {
     if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
-        browser_missing_banner(&format!("{CHROMIUM} or {CHROMEDRIVER} is missing"));
+        browser_unavailable(&format!("{CHROMIUM} or {CHROMEDRIVER} is missing"));
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(CHROMEDRIVER)
+    let child = match Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+    {
+        Ok(child) => child,
+        Err(e) => {
+            browser_unavailable(&format!("{CHROMEDRIVER} did not start: {e}"));
+            return None;
+        }
+    };
     let driver = Driver { child, port };
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -265,11 +280,37 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Clie
         .expect("a Chromium session")
 }
 
-async fn screenshot(c: &fantoccini::Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    let path = format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(&path, png).unwrap();
-    eprintln!("screenshot: {path}");
+/// Where screenshots go: README's `docs/` only with `UPDATE_SCREENSHOTS=1` (so an ordinary run
+/// leaves the tracked PNGs alone), else `target/<profile>/console-screenshots/`, overwritten by
+/// each run.
+fn screenshot_dir() -> std::path::PathBuf {
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        // Cargo runs a test with the package root as its working directory and says so in
+        // CARGO_MANIFEST_DIR at run time (never env!: a shared target/ may have built another
+        // checkout).
+        let root = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from).unwrap_or_default();
+        return root.join("docs");
+    }
+    // The test binary is target/<profile>/deps/console-<hash>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    match exe.parent().and_then(std::path::Path::parent) {
+        Some(profile_dir) => profile_dir.join("console-screenshots"),
+        None => std::env::temp_dir().join("iotpay-console-screenshots"),
+    }
+}
+
+async fn screenshot(
+    c: &fantoccini::Client,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    let png = c.screenshot().await?;
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, png))
+        .unwrap_or_else(|e| panic!("writing the screenshot {}: {e}", path.display()));
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("screenshot: {}\n", path.display()).as_bytes());
+    Ok(())
 }
 
 #[tokio::test]
@@ -324,6 +365,7 @@ async fn console_in_chromium_fixes_a_dead_delivery() {
     })
     .await;
 
+    let shots = screenshot_dir();
     let profile = std::env::temp_dir().join(format!("iotpay-console-chromium-{}", std::process::id()));
     let c = browser(&driver, &profile).await;
     let outcome = async {
@@ -334,14 +376,14 @@ async fn console_in_chromium_fixes_a_dead_delivery() {
         let token = c.wait().for_element(Locator::Css("input[name=token]")).await?;
         token.send_keys(&format!("{TOKEN}{}", char::from(Key::Enter))).await?;
         c.wait().for_element(Locator::Css("input#q")).await?;
-        screenshot(&c, "console-events.png").await;
+        screenshot(&c, &shots, "console-events.png").await?;
 
         // The overview shows the dead delivery on its endpoint.
         c.find(Locator::LinkText("Overview")).await?.click().await?;
         c.wait().for_element(Locator::Css("figure.chart svg")).await?;
         let overview = c.find(Locator::Css("main")).await?.text().await?;
         assert!(overview.contains("Redrive 1 dead"), "{overview}");
-        screenshot(&c, "console-overview.png").await;
+        screenshot(&c, &shots, "console-overview.png").await?;
         c.find(Locator::LinkText("Events")).await?.click().await?;
         c.wait().for_element(Locator::Css("input#q")).await?;
 
@@ -357,7 +399,7 @@ async fn console_in_chromium_fixes_a_dead_delivery() {
         assert!(body.contains("ERP maintenance"), "the response snippet is shown: {body}");
         assert!(body.contains("notification received"), "{body}");
         assert!(body.contains("check 1 with IOTPay"), "{body}");
-        screenshot(&c, "console-event.png").await;
+        screenshot(&c, &shots, "console-event.png").await?;
 
         // Redrive it and see it delivered.
         let redrive = c.find(Locator::XPath("//button[normalize-space()='Redrive']")).await?;
