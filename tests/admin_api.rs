@@ -907,3 +907,58 @@ fn the_openapi_document_is_valid_against_the_openapi_3_1_meta_schema() {
     broken["info"] = json!({});
     assert!(!validator.is_valid(&broken));
 }
+
+#[tokio::test]
+async fn the_document_states_the_input_rules_the_api_applies() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    let doc = openapi();
+    let compile = |schema: &Value| {
+        let mut root = doc.clone();
+        root["$ref"] = json!("#/$defs/target");
+        root["$defs"] = json!({ "target": schema });
+        jsonschema::options().build(&root).expect("compiles")
+    };
+    let refused = ["", "a\u{0}b", "a\u{1b}[31m", "a\u{85}b", &"x".repeat(129)];
+    let accepted = ["PC2026112200224", "order #12 / ünïcode", &"x".repeat(128)];
+    // Query parameters of the list: the API's 400s are refusals the schema states too.
+    let params = doc["paths"]["/api/v1/events"]["get"]["parameters"].as_array().unwrap();
+    for name in ["event_type", "mch_id", "mch_order_no", "pay_order_id", "id"] {
+        let p = params.iter().find(|p| p["name"] == name).unwrap();
+        let schema = compile(&p["schema"]);
+        for v in refused {
+            assert!(!schema.is_valid(&json!(v)), "{name}={v:?} is refused by the API but valid per the document");
+            let got = json(admin.client.get(admin.url("/api/v1/events")).bearer_auth(TOKEN).query(&[(name, v)])).await;
+            assert_error(&got, 400, "bad_request", Some(name));
+        }
+        for v in accepted {
+            assert!(schema.is_valid(&json!(v)), "{name}={v:?}");
+            let (status, _) =
+                json(admin.client.get(admin.url("/api/v1/events")).bearer_auth(TOKEN).query(&[(name, v)])).await;
+            assert_eq!(status, 200, "{name}={v:?}");
+        }
+    }
+    // The same rule in the bodies and paths that use it.
+    let schemas = &doc["components"]["schemas"];
+    let order_path = &doc["paths"]["/api/v1/orders/{mch_id}/{mch_order_no}"]["get"]["parameters"];
+    for (what, schema) in [
+        ("OrderRequest.mch_id", &schemas["OrderRequest"]["properties"]["mch_id"]),
+        ("OrderRequest.mch_order_no", &schemas["OrderRequest"]["properties"]["mch_order_no"]),
+        ("order path mch_id", &order_path[0]["schema"]),
+        ("order path mch_order_no", &order_path[1]["schema"]),
+    ] {
+        let schema = compile(schema);
+        for v in refused {
+            assert!(!schema.is_valid(&json!(v)), "{what}: {v:?}");
+        }
+        for v in accepted {
+            assert!(schema.is_valid(&json!(v)), "{what}: {v:?}");
+        }
+    }
+    let endpoint = compile(&schemas["RedriveRequest"]["properties"]["endpoint"]);
+    for v in ["", "http://h/x\u{85}", "http://h/x\u{0}"] {
+        assert!(!endpoint.is_valid(&json!(v)), "{v:?}");
+        let got = json(admin.post("/api/v1/deliveries/redrive", &json!({ "endpoint": v }))).await;
+        assert_error(&got, 400, "bad_request", Some("endpoint"));
+    }
+}
