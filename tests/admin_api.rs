@@ -1,5 +1,7 @@
-//! The admin listener and its JSON API, black-box: every route, authentication, bad input,
-//! pagination under concurrent inserts, and the OpenAPI document against the router.
+//! The admin listener and its JSON API, black-box: authentication, the public listener's
+//! limits, the event list and its pagination under concurrent inserts, event detail, re-check,
+//! and error answers. Deliveries, stats and the OpenAPI document have files of their own
+//! (admin_deliveries.rs, admin_stats.rs, admin_openapi.rs).
 
 mod adminkit;
 mod common;
@@ -201,6 +203,7 @@ async fn events_list_filters_and_refuses_bad_input_naming_the_field() {
         ("status=pending&status=confirmed", "status"),
         ("mch_id=", "mch_id"),
         ("pay_order_id=a%00b", "pay_order_id"),
+        ("created_since=2026-02-01T00:00:00Z&created_until=2026-01-01T00:00:00Z", "created_until"),
     ] {
         let got = json(admin.get(&format!("/api/v1/events?{query}"))).await;
         assert_error(&got, 400, "bad_request", Some(field));
@@ -258,19 +261,6 @@ async fn pagination_under_concurrent_inserts_skips_and_repeats_nothing() {
     eprintln!("{pages} pages, {} rows ({} inserted during the walk)", seen.len(), added.len());
 }
 
-/// Runs the real binary's `events show --json`.
-async fn cli_show(db: &TestDatabase, id: &str) -> Value {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url())
-        .current_dir(std::env::temp_dir())
-        .args(["events", "show", id, "--json"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn event_detail_is_the_cli_document_with_checks_deliveries_and_attempts() {
     let db = TestDatabase::create().await;
@@ -311,131 +301,6 @@ async fn event_detail_is_the_cli_document_with_checks_deliveries_and_attempts() 
     }
     let got = json(admin.get(&format!("/api/v1/events/{}?verbose=1", ids[0]))).await;
     assert_error(&got, 400, "bad_request", Some("verbose"));
-}
-
-async fn delivery_states(pool: &sqlx::PgPool) -> Vec<(i64, String, i32, i32)> {
-    sqlx::query_as("SELECT id, status, attempts, redrive_count FROM deliveries ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn redrive_takes_exactly_one_selector_and_changes_nothing_on_bad_input() {
-    let db = TestDatabase::create().await;
-    let admin = Admin::spawn(&db, &[]).await;
-    let ids = forwarding::insert_events(&db.pool, "PR", 3).await;
-    let endpoints = vec!["http://127.0.0.1:9/a".to_owned(), "http://127.0.0.1:9/b".to_owned()];
-    forwarding::confirm(&db.pool, &ids, &endpoints).await;
-    // Two dead, the rest pending and due in an hour.
-    sqlx::query("UPDATE deliveries SET next_attempt_at = now() + interval '1 hour', attempts = 3")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now() WHERE endpoint = $1 AND event_id <> $2")
-        .bind(&endpoints[1])
-        .bind(&ids[2])
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let untouched = delivery_states(&db.pool).await;
-
-    let id = ids[0].clone();
-    for (body, field) in [
-        (json!({}), None),
-        (json!({"event_id": id, "endpoint": endpoints[1]}), None),
-        (json!({"event_id": id, "all": true}), None),
-        (json!({"all": false}), Some("all")),
-        (json!({"all": "yes"}), Some("all")),
-        (json!({"event_id": 7}), Some("event_id")),
-        (json!({"event_id": "evt_nope"}), Some("event_id")),
-        (json!({"endpoint": ""}), Some("endpoint")),
-        (json!({"all": true, "force": true}), Some("force")),
-        (json!({"all": true, "include_pending": "yes"}), Some("include_pending")),
-        (json!([{"all": true}]), None),
-    ] {
-        let got = json(admin.post("/api/v1/deliveries/redrive", &body)).await;
-        assert_error(&got, 400, "bad_request", field);
-    }
-    let raw = |ct: &'static str, body: &'static str| {
-        admin
-            .client
-            .post(admin.url("/api/v1/deliveries/redrive"))
-            .bearer_auth(TOKEN)
-            .header("content-type", ct)
-            .body(body)
-    };
-    assert_error(&json(raw("application/json", "{\"all\": tru")).await, 400, "bad_request", None);
-    assert_error(&json(raw("application/json", "{\"all\":true,\"all\":true}")).await, 400, "bad_request", None);
-    assert_error(&json(raw("text/plain", "{\"all\": true}")).await, 415, "unsupported_media_type", None);
-    assert_error(
-        &json(raw("application/x-www-form-urlencoded", "all=true")).await,
-        415,
-        "unsupported_media_type",
-        None,
-    );
-    let got = json(admin.post("/api/v1/deliveries/redrive?all=true", &json!({"all": true}))).await;
-    assert_error(&got, 400, "bad_request", Some("all"));
-    assert_eq!(delivery_states(&db.pool).await, untouched, "nothing changed on bad input");
-
-    // By event: only its dead delivery; a fresh schedule.
-    let (status, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"event_id": id}))).await;
-    assert_eq!(status, 200, "{out}");
-    validate(&out, "RedriveResult");
-    let redriven = out["redriven"].as_array().unwrap();
-    assert_eq!(redriven.len(), 1);
-    assert_eq!(
-        (redriven[0]["endpoint"].as_str(), redriven[0]["previous_status"].as_str()),
-        (Some(endpoints[1].as_str()), Some("dead"))
-    );
-    let (status, attempts): (String, i32) = sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1")
-        .bind(redriven[0]["id"].as_i64().unwrap())
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!((status.as_str(), attempts), ("pending", 0));
-    // By endpoint: the other dead one.
-    let (_, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"endpoint": endpoints[1]}))).await;
-    assert_eq!(out["redriven"].as_array().unwrap().len(), 1);
-    assert_eq!(out["redriven"][0]["event_id"], ids[1].as_str());
-    // Nothing dead is left; pending ones move only with include_pending, keeping their attempts.
-    let (_, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"all": true}))).await;
-    assert_eq!(out["redriven"], json!([]));
-    let leased = sqlx::query_scalar::<_, i64>(
-        "UPDATE deliveries SET lease_until = now() + interval '1 minute', lease_token = gen_random_uuid()
-          WHERE event_id = $1 AND endpoint = $2 RETURNING id",
-    )
-    .bind(&ids[2])
-    .bind(&endpoints[0])
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    let (_, out) = json(admin.post("/api/v1/deliveries/redrive", &json!({"all": true, "include_pending": true}))).await;
-    let moved: Vec<i64> = out["redriven"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
-    assert_eq!(moved.len(), 5, "six pending minus the one in flight: {out}");
-    assert!(!moved.contains(&leased), "a delivery being attempted is left alone");
-    assert!(out["redriven"].as_array().unwrap().iter().all(|r| r["previous_status"] == "pending"));
-    let due_later: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE next_attempt_at > now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(due_later, 1, "only the leased one is still due later");
-    let kept: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries WHERE id <> ALL($1) AND id <> $2")
-        .bind(&moved)
-        .bind(leased)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert!(kept.is_empty());
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM deliveries WHERE id = ANY($1)")
-        .bind(&moved)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert!(
-        attempts.iter().filter(|a| **a == 3).count() >= 3,
-        "pending ones keep their schedule position: {attempts:?}"
-    );
 }
 
 #[tokio::test]
@@ -481,108 +346,6 @@ async fn recheck_requeues_only_unconfirmed_events() {
     let unknown = format!("/api/v1/events/evt_{}/recheck", "1".repeat(32));
     assert_error(&json(admin.post(&unknown, &json!({}))).await, 404, "not_found", None);
     assert_error(&json(admin.post("/api/v1/events/x/recheck", &json!({}))).await, 400, "bad_request", Some("event_id"));
-}
-
-#[tokio::test]
-async fn stats_count_statuses_endpoints_and_the_last_hour() {
-    let db = TestDatabase::create().await;
-    let admin = Admin::spawn(&db, &[]).await;
-    let ids = forwarding::insert_events(&db.pool, "PS", 4).await;
-    let endpoints = vec!["http://127.0.0.1:9/a".to_owned()];
-    forwarding::confirm(&db.pool, &ids[..3], &endpoints).await;
-    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now() WHERE event_id = $1")
-        .bind(&ids[0])
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE deliveries SET status = 'delivered', delivered_at = now() WHERE event_id = $1")
-        .bind(&ids[1])
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let (status, s) = json(admin.get("/api/v1/stats")).await;
-    assert_eq!(status, 200, "{s}");
-    validate(&s, "Stats");
-    assert_eq!(s["events"], json!({"pending": 1, "confirmed": 3, "rejected": 0, "unconfirmed": 0}));
-    assert_eq!(s["endpoints"][0]["endpoint"], endpoints[0].as_str());
-    assert_eq!((s["endpoints"][0]["pending"].as_i64(), s["endpoints"][0]["dead"].as_i64()), (Some(1), Some(1)));
-    let minutes = s["per_minute"].as_array().unwrap();
-    assert_eq!(minutes.len(), 60);
-    let now = &minutes[59];
-    assert_eq!(
-        (now["received"].as_i64(), now["confirmed"].as_i64(), now["delivered"].as_i64()),
-        (Some(4), Some(3), Some(1))
-    );
-    assert_eq!((now["pending_events"].as_i64(), now["pending_deliveries"].as_i64()), (Some(1), Some(1)));
-    assert_eq!(minutes[0]["received"], 0);
-    assert_error(&json(admin.get("/api/v1/stats?window=2h")).await, 400, "bad_request", Some("window"));
-}
-
-fn openapi() -> Value {
-    serde_json::from_str(iotpay_notify::admin::api::openapi::DOCUMENT).expect("openapi.json is JSON")
-}
-
-/// Validates `value` against `#/components/schemas/<name>` of the served document.
-fn validate(value: &Value, name: &str) {
-    let mut root = openapi();
-    root["$ref"] = json!(format!("#/components/schemas/{name}"));
-    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    let validator = jsonschema::options().should_validate_formats(true).build(&root).expect("schema compiles");
-    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
-}
-
-#[tokio::test]
-async fn the_openapi_document_describes_every_route_the_router_serves() {
-    let db = TestDatabase::create().await;
-    let admin = Admin::spawn(&db, &[]).await;
-    let (status, served) = json(admin.get("/api/v1/openapi.json")).await;
-    assert_eq!(status, 200);
-    let doc = openapi();
-    assert_eq!(served, doc);
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "OpenAPI 3");
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
-
-    // Every `.route("/v1/...", method(...))` of the API router, read from its source.
-    let source = include_str!("../crates/iotpay-notify/src/admin/api/mod.rs");
-    let mut routed = Vec::new();
-    for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
-        let path = line.split('"').nth(1).unwrap();
-        let method = line.split(", ").nth(1).unwrap().split('(').next().unwrap();
-        routed.push((format!("/api{path}"), method.to_owned()));
-    }
-    assert!(routed.len() >= 6, "{routed:?}");
-    let paths = doc["paths"].as_object().unwrap();
-    for (path, method) in &routed {
-        let op = &paths.get(path).unwrap_or_else(|| panic!("{path} is served but not documented"))[method];
-        assert!(op.is_object(), "{method} {path} is served but not documented");
-        for code in ["200", "401"] {
-            assert!(op["responses"][code].is_object(), "{method} {path}: response {code} undocumented");
-        }
-    }
-    for (path, ops) in paths {
-        for method in ops.as_object().unwrap().keys() {
-            assert!(routed.contains(&(path.clone(), method.clone())), "{method} {path} documented but not served");
-        }
-    }
-
-    // Every schema compiles as JSON Schema 2020-12 and every $ref resolves.
-    let text = serde_json::to_string(&doc).unwrap();
-    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
-        let mut root = doc.clone();
-        root["$ref"] = json!(format!("#/components/schemas/{name}"));
-        jsonschema::options().build(&root).unwrap_or_else(|e| panic!("schema {name}: {e}"));
-    }
-    for r in text.split("\"$ref\":\"").skip(1) {
-        let target = r.split('"').next().unwrap();
-        let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("external $ref {target}"));
-        assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {target}");
-    }
-    // The error body every failure uses matches the documented Error schema.
-    let (_, err) = json(admin.get("/api/v1/events?status=nope")).await;
-    validate(&err, "Error");
-    let (_, page) = json(admin.get("/api/v1/events")).await;
-    validate(&page, "EventPage");
 }
 
 /// Runs the real binary with only DATABASE_URL set.
@@ -634,4 +397,110 @@ async fn cli_recheck_and_redrive_pending_match_the_api() {
     let (attempts, due): (i32, bool) =
         sqlx::query_as("SELECT attempts, next_attempt_at <= now() FROM deliveries").fetch_one(&db.pool).await.unwrap();
     assert_eq!((attempts, due), (2, true), "due now, schedule position kept");
+}
+
+#[tokio::test]
+async fn refusals_of_the_http_layer_are_json_and_the_bearer_scheme_is_case_insensitive() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    // RFC 7235: the auth scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let resp = admin
+            .client
+            .get(admin.url("/api/v1/stats"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    // A method the route does not serve: 405, its Allow header kept.
+    let resp = admin.client.delete(admin.url("/api/v1/events")).bearer_auth(TOKEN).send().await.unwrap();
+    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(allow.contains("GET"), "Allow: {allow}");
+    let got = (resp.status().as_u16(), resp.json::<Value>().await.expect("a JSON body"));
+    assert_error(&got, 405, "method_not_allowed", None);
+    validate(&got.1, "Error");
+    // A body past the 64 KiB limit.
+    let big = json!({"event_id": "x".repeat(70 * 1024)});
+    let got = json(admin.post("/api/v1/deliveries/redrive", &big)).await;
+    assert_error(&got, 413, "payload_too_large", None);
+    validate(&got.1, "Error");
+    // A path segment that is not UTF-8 once percent-decoded: refused by axum's Path extractor.
+    let got = json(admin.get("/api/v1/events/%FF%FE")).await;
+    assert_error(&got, 400, "bad_request", None);
+    validate(&got.1, "Error");
+    // Outside /api/ the console keeps its HTML.
+    let resp = admin.client.delete(admin.url("/events")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(!resp.headers().get("content-type").is_some_and(|v| v.to_str().unwrap().contains("json")));
+}
+
+#[tokio::test]
+async fn a_statement_the_database_refuses_is_500_internal_not_503_unavailable() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    assert_eq!(json(admin.get("/api/v1/stats")).await.0, 200);
+    // The database answers but refuses the statement (here a missing table, standing for any bug).
+    sqlx::query("ALTER TABLE deliveries RENAME TO deliveries_elsewhere").execute(&db.pool).await.unwrap();
+    let got = json(admin.get("/api/v1/stats")).await;
+    assert_error(&got, 500, "internal", None);
+    assert!(!got.1.to_string().contains("deliveries"), "no database text in the answer: {}", got.1);
+    validate(&got.1, "Error");
+}
+
+#[tokio::test]
+async fn pagination_with_inserts_tied_on_created_at_skips_and_repeats_nothing() {
+    let db = TestDatabase::create().await;
+    let admin = Admin::spawn(&db, &[]).await;
+    // Every row shares one created_at: only the id orders them.
+    let before = forwarding::insert_events(&db.pool, "PT", 30).await;
+    let tied: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT created_at FROM payment_events LIMIT 1").fetch_one(&db.pool).await.unwrap();
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT created_at) FROM payment_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(distinct, 1);
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = Vec::new();
+    for page in 0.. {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/events?limit=4&cursor={c}"),
+            None => "/api/v1/events?limit=4".into(),
+        };
+        let (status, body) = json(admin.get(&path)).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(body["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        if page == 2 {
+            // Mid-walk: rows with the very same created_at, ids on both sides of the cursor.
+            let ids = forwarding::insert_events(&db.pool, "PTNEW", 12).await;
+            sqlx::query("UPDATE payment_events SET created_at = $1 WHERE event_id = ANY($2)")
+                .bind(tied)
+                .bind(&ids)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let last = seen.last().unwrap();
+            assert!(ids.iter().any(|id| id > last) && ids.iter().any(|id| id < last), "inserts on both sides");
+            added = ids;
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a row was returned twice: {seen:?}");
+    for id in &before {
+        assert!(unique.contains(id), "{id} existed before the walk and was skipped");
+    }
+    for id in &seen {
+        assert!(before.contains(id) || added.contains(id), "{id} is neither an old nor a new row");
+    }
+    // The new rows sorting after the cursor (smaller ids, newest first) are found; the others
+    // were passed already.
+    let last_before_insert = &seen[11];
+    for id in &added {
+        assert_eq!(unique.contains(id), id < last_before_insert, "{id}");
+    }
 }

@@ -386,9 +386,10 @@ async fn operators_can_list_move_and_drop_orphaned_deliveries_and_see_no_passwor
         assert!(!text.contains("SHOWPASSWORD") && text.contains("127.0.0.1:9/new2"), "{args:?}: {text}");
     }
 
-    // --since with a duration past what a time can hold is a clear error, not a wrapped time.
+    // --since with a duration past what a time can hold is a clear error, not a wrapped time
+    // (a bad flag value: exit 2, like every command-line error).
     let out = ops(&db, &[], &["events", "list", "--since", "213503982334602d"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--since") && err.contains("213503982334602d"), "{err}");
     let out = ops(&db, &[], &["events", "list", "--since", "106751991167d"]).await;

@@ -266,3 +266,115 @@ async fn two_serve_processes_drain_one_backlog_without_duplicates() {
         total as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// Runs a command with DATABASE_URL and `env` set.
+async fn ops_with(db: &TestDatabase, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = binary();
+    cmd.args(args).env("DATABASE_URL", db.url());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn orphan_commands_accept_the_masked_urls_they_print_unless_ambiguous() {
+    let db = TestDatabase::create().await;
+    let current = "https://cur-user:cur-pw@new.example/hook";
+    let old = "https://old-user:0ld-pw@old.example/hook?token=0ld-token";
+    let (twin_a, twin_b) = ("https://a-user:tw1n-a@twin.example/hook", "https://b-user:tw1n-b@twin.example/hook");
+    let secrets = ["cur-pw", "0ld-pw", "0ld-token", "tw1n-a", "tw1n-b", "old-user"];
+    let ids = insert_events(&db.pool, "PO", 3).await;
+    confirm(&db.pool, &ids[..1], &[old.to_owned()]).await;
+    confirm(&db.pool, &ids[1..2], &[twin_a.to_owned()]).await;
+    confirm(&db.pool, &ids[2..], &[twin_b.to_owned()]).await;
+    let env = [("FORWARD_URLS", current)];
+    let run = |args: &'static [&'static str]| {
+        let db = &db;
+        async move {
+            let out = ops_with(db, &env, args).await;
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            for secret in secrets {
+                assert!(!text.contains(secret), "{args:?} printed {secret}: {text}");
+            }
+            (out.status.code(), text)
+        }
+    };
+    let endpoint_of = |id: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>("SELECT endpoint, status FROM deliveries WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    // What `orphans` prints is what the operator can pass back.
+    let (code, listed) = run(&["deliveries", "orphans", "--json"]).await;
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(listed.contains("https://***@old.example/hook?token=***"), "{listed}");
+    let (code, out) = run(&[
+        "deliveries",
+        "move",
+        "--from",
+        "https://***@old.example/hook?token=***",
+        "--to",
+        "https://***@new.example/hook",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let moved: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(moved["moved"], 1, "{out}");
+    assert_eq!(endpoint_of(ids[0].clone()).await, (current.to_owned(), "pending".to_owned()), "the real URL is stored");
+
+    // Two stored endpoints share a label: refused, nothing dropped.
+    let (code, out) = run(&["deliveries", "drop", "--endpoint", "https://twin.example/hook"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("matches 2 stored endpoints"), "{out}");
+    assert_eq!(endpoint_of(ids[1].clone()).await.1, "pending");
+    assert_eq!(endpoint_of(ids[2].clone()).await.1, "pending");
+    // The configured endpoint, named by its masked form, is still refused.
+    let (code, out) = run(&["deliveries", "drop", "--endpoint", "https://***@new.example/hook"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is in FORWARD_URLS"), "{out}");
+    assert_eq!(endpoint_of(ids[0].clone()).await.1, "pending");
+    // The exact URL names one.
+    let (code, out) = run(&["deliveries", "drop", "--endpoint", "https://a-user:tw1n-a@twin.example/hook"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(endpoint_of(ids[1].clone()).await.1, "dropped");
+    assert_eq!(endpoint_of(ids[2].clone()).await.1, "pending");
+    // And `redrive --endpoint` takes the masked form too.
+    sqlx::query("UPDATE deliveries SET status = 'dead', dead_at = now() WHERE event_id = $1")
+        .bind(&ids[2])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (code, out) = run(&["deliveries", "redrive", "--endpoint", "https://***@twin.example/hook", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let redriven: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(redriven["redriven"].as_array().unwrap().len(), 1, "{out}");
+}
+
+#[test]
+fn bad_flag_values_exit_2_like_every_command_line_error() {
+    // A database that is never reached: a value that got past the checks would fail with 1.
+    let unreachable = format!("postgres://u@127.0.0.1:{}/db", free_port());
+    let cases: [&[&str]; 6] = [
+        &["events", "list", "--status", "paid"],
+        &["events", "list", "--since", "yesterday"],
+        &["events", "list", "--since", "99999999999999d"],
+        &["events", "list", "--limit", "0"],
+        &["events", "list", "--limit", "ten"],
+        &["prune", "--older-than", "soon"],
+    ];
+    for args in cases {
+        let out = binary().args(args).env("DATABASE_URL", &unreachable).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error:"), "{args:?}: {err}");
+        assert!(!err.to_lowercase().contains("refused"), "{args:?} reached for the database: {err}");
+    }
+}

@@ -130,6 +130,6 @@ async fn prune_refuses_a_bad_age() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
     cmd.env_clear().env("DATABASE_URL", db.url()).args(["prune", "--older-than", "ninety days"]);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad flag value, like every command-line error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than"));
 }

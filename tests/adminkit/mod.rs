@@ -7,7 +7,7 @@ use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::admin::AdminApp;
 use iotpay_notify::app::App;
 use reqwest::{RequestBuilder, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -129,4 +129,32 @@ pub async fn decide_all(pool: &PgPool, endpoints: &[String], retry: Option<&str>
             .await
             .unwrap();
     }
+}
+
+/// The served OpenAPI document.
+pub fn openapi() -> Value {
+    serde_json::from_str(iotpay_notify::admin::api::openapi::DOCUMENT).expect("openapi.json is JSON")
+}
+
+/// Validates `value` against `#/components/schemas/<name>` of the served document.
+pub fn validate(value: &Value, name: &str) {
+    let mut root = openapi();
+    root["$ref"] = json!(format!("#/components/schemas/{name}"));
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    let validator = jsonschema::options().should_validate_formats(true).build(&root).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{value}");
+}
+
+/// Runs the real binary's `events show --json`.
+pub async fn cli_show(db: &TestDatabase, id: &str) -> Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url())
+        .current_dir(std::env::temp_dir())
+        .args(["events", "show", id, "--json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -129,9 +129,58 @@ pub struct App {
     health: crate::health::Health,
 }
 
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({var})")]
+pub struct BindError {
+    /// The variable that names the address.
+    pub var: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The service's listeners, bound before anything else is done (migrations included): an address
+/// in use fails at once, and the socket that was checked is the one that serves, so nothing can
+/// take the port in between.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `LISTEN_ADDR`.
+    pub public: std::net::TcpListener,
+    /// `ADMIN_LISTEN_ADDR`; `None` (and the port left unbound) when `ADMIN_TOKENS` is not set.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `LISTEN_ADDR`, and `ADMIN_LISTEN_ADDR` when `ADMIN_TOKENS` is set.
+    pub fn bind(config: &Config) -> Result<Self, BindError> {
+        let bind = |var, addr| std::net::TcpListener::bind(addr).map_err(|source| BindError { var, addr, source });
+        let public = bind("LISTEN_ADDR", config.listen_addr)?;
+        let admin = match config.admin_tokens {
+            Some(_) => Some(bind("ADMIN_LISTEN_ADDR", config.admin_listen_addr)?),
+            None => None,
+        };
+        Ok(Self { public, admin })
+    }
+}
+
+/// A bound listener for tokio (inside the runtime).
+pub fn tokio_listener(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
 impl App {
     /// Binds `config.listen_addr` (port 0 picks a free port) and builds the state.
     pub async fn bind(config: &Config, pool: PgPool) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        Ok(Self::on(listener, config, pool))
+    }
+
+    /// Builds the state to serve on an already bound `listener`.
+    pub fn on(listener: TcpListener, config: &Config, pool: PgPool) -> Self {
         let zone = config.iotpay_time_zone.clone();
         let health = crate::health::Health::default();
         // Its group-commit writers are supervised by this app's health.
@@ -154,12 +203,11 @@ impl App {
             readiness: readiness.clone(),
             health: health.clone(),
         };
-        let listener = TcpListener::bind(config.listen_addr).await?;
         let limits = RouteLimits {
             request_timeout: config.request_timeout,
             max_concurrent_requests: config.max_concurrent_requests,
         };
-        Ok(Self {
+        Self {
             listener,
             router: router(state, limits),
             pressure,
@@ -167,7 +215,7 @@ impl App {
             probe,
             connections: config.connections.clone(),
             health,
-        })
+        }
     }
 
     /// How busy the notify path is; background workers of this process yield to it.

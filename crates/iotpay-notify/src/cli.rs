@@ -55,8 +55,15 @@ pub enum Command {
     },
 }
 
+/// A command-line value that parsed but means nothing (`--status paid`, `--older-than soon`):
+/// exits 2 like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
-/// A configuration error exits 2, any other error 1, each as one line on stderr.
+/// A configuration or command-line error exits 2, any other error 1, each as one line on
+/// stderr. (A panic, which should never happen, exits 101 with Rust's panic message.)
 pub fn main_with<C, F>(run: impl FnOnce(C) -> F) -> ExitCode
 where
     C: Parser,
@@ -81,7 +88,9 @@ where
         Err(e) => {
             // Not eprintln!: it panics when stderr is a closed pipe, and the exit code matters more.
             let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {}\n", one_line(&e)).as_bytes());
-            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+            let usage =
+                |c: &(dyn std::error::Error + 'static)| c.is::<crate::config::ConfigError>() || c.is::<UsageError>();
+            if e.chain().any(usage) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -144,12 +153,9 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init_logs(config.log_format);
     let pool = store::connect_lazy(&config.database_url, config.database_max_connections)?;
-    // The port first: a second instance on the same port fails at once, before touching the
-    // database. (Released here and bound again by the service a moment later.)
-    drop(
-        std::net::TcpListener::bind(config.listen_addr)
-            .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.listen_addr))?,
-    );
+    // The ports first, for real: a second instance on the same port fails at once, before
+    // touching the database, and these very sockets serve once migrations are done.
+    let listeners = crate::app::Listeners::bind(&config)?;
     if !no_migrate {
         let target = crate::config::database_target(&config.database_url);
         store::reach::probe(&config.database_url)
@@ -160,10 +166,10 @@ async fn serve(no_migrate: bool) -> anyhow::Result<()> {
             .with_context(|| format!("applying migrations on {target} (is the database reachable?)"))?;
     }
     let shutdown = CancellationToken::new();
-    let running = crate::service::start(&config, pool.clone(), shutdown.clone()).await?;
+    let running = crate::service::start_on(&config, pool.clone(), shutdown.clone(), listeners).await?;
     tracing::info!(
         addr = %running.addr(),
-        admin_addr = %running.admin_addr().map_or_else(|| "off (ADMIN_TOKENS not set)".to_owned(), |a| a.to_string()),
+        admin_addr = %running.admin_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
         database = %crate::config::database_target(&config.database_url),
         merchants = %merchant_ids(&config),
         time_zone = config.iotpay_time_zone.iana_name().unwrap_or("-"),

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::cli::UsageError;
 use crate::config::ConfigError;
 use crate::forward::worker::endpoint_label;
 use crate::store::{self, ops};
@@ -107,10 +108,14 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
     match cmd {
         EventsCommand::List { status, since, limit, json } => {
             if let Some(s) = &status {
-                anyhow::ensure!(STATUSES.contains(&s.as_str()), "--status must be one of {}", STATUSES.join(", "));
+                if !STATUSES.contains(&s.as_str()) {
+                    return Err(UsageError(format!("--status must be one of {}", STATUSES.join(", "))).into());
+                }
             }
-            anyhow::ensure!(limit > 0, "--limit must be positive");
-            let since = since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
+            if limit <= 0 {
+                return Err(UsageError("--limit must be positive".into()).into());
+            }
+            let since = since.as_deref().map(|s| parse_since(s, Utc::now()).context("--since")).transpose()?;
             let pool = pool().await?;
             let rows = ops::list_events(&pool, status.as_deref(), since, limit).await.context("listing events")?;
             if json {
@@ -156,10 +161,15 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
         DeliveriesCommand::Move(args) => crate::ops_orphans::move_to(&pool().await?, args).await?,
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
+            let endpoint = match &args.endpoint {
+                Some(given) => Some(crate::ops_orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
+                None => None,
+            };
             let filter = ops::RedriveFilter {
-                endpoint: args.endpoint.as_deref(),
+                endpoint: endpoint.as_deref(),
                 event_id: args.event.as_deref(),
                 include_pending: args.pending,
+                ..Default::default()
             };
             let rows = ops::redrive_with(&pool, filter).await.context("redriving deliveries")?;
             if args.json {
@@ -190,51 +200,37 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Labels of a delivery's attempts in order: a redrive restarts the numbering at 1, so each
-/// attempt after the first restart says which redrive round it belongs to (`1 (redrive 1)`).
-fn attempt_labels(attempts: impl IntoIterator<Item = i32>) -> Vec<String> {
-    let mut round = 0;
-    let mut previous = 0;
-    attempts
-        .into_iter()
-        .map(|n| {
-            if n <= previous {
-                round += 1;
-            }
-            previous = n;
-            if round == 0 {
-                n.to_string()
-            } else {
-                format!("{n} (redrive {round})")
-            }
-        })
-        .collect()
+/// The label of an attempt: its number, and after a redrive restarted the count, its round
+/// (`1 (redrive 1)`).
+pub fn attempt_label(a: &ops::AttemptRow) -> String {
+    match a.redrive_round {
+        0 => a.attempt.to_string(),
+        round => format!("{} (redrive {round})", a.attempt),
+    }
 }
 
-/// Reads `--since`: an RFC 3339 time, or a duration before `now` (`90s`, `30m`, `24h`, `7d`).
-pub fn parse_since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+/// Reads a time flag (`--since`, `--older-than`): an RFC 3339 time, or a duration before `now`
+/// (`90s`, `30m`, `24h`, `7d`). A bad value is a [`UsageError`] (exit 2).
+pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, UsageError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_utc());
     }
     let s = s.trim();
+    let bad = || UsageError(format!("`{s}` is neither an RFC 3339 time nor a duration like 30m, 24h, 7d"));
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().ok().filter(|_| !digits.is_empty()).with_context(|| bad_since(s))?;
+    let n: u64 = digits.parse().ok().filter(|_| !digits.is_empty()).ok_or_else(bad)?;
     let unit_secs: u64 = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => anyhow::bail!(bad_since(s)),
+        _ => return Err(bad()),
     };
     // Checked all the way: a huge duration is an error, never a wrapped, silently wrong time.
-    let too_far = || format!("--since `{s}` reaches before the earliest time this program can represent");
-    let secs = n.checked_mul(unit_secs).with_context(too_far)?;
-    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).ok().with_context(too_far)?;
-    now.checked_sub_signed(ago).with_context(too_far)
-}
-
-fn bad_since(s: &str) -> String {
-    format!("--since `{s}` is neither an RFC 3339 time nor a duration like 30m, 24h, 7d")
+    let too_far = || UsageError(format!("`{s}` reaches before the earliest time this program can represent"));
+    let secs = n.checked_mul(unit_secs).ok_or_else(too_far)?;
+    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).map_err(|_| too_far())?;
+    now.checked_sub_signed(ago).ok_or_else(too_far)
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -373,11 +369,10 @@ fn event_text(d: &ops::EventDetail) -> String {
             let _ = writeln!(out, "    last_error: {e}");
         }
         if !dl.attempts_log.is_empty() {
-            let labels = attempt_labels(dl.attempts_log.iter().map(|a| a.attempt));
             out.push_str(&indent(
                 &table(
                     &["#", "STARTED_AT", "MS", "RESULT", "RESPONSE"],
-                    dl.attempts_log.iter().zip(labels).map(|(a, label)| {
+                    dl.attempts_log.iter().map(|a| {
                         let result = match (a.http_status, &a.error) {
                             (Some(s), _) => s.to_string(),
                             (None, Some(e)) => e.clone(),
@@ -391,7 +386,7 @@ fn event_text(d: &ops::EventDetail) -> String {
                             .map(|c| if c.is_control() { ' ' } else { c })
                             .take(60)
                             .collect();
-                        vec![label, time(a.started_at), a.duration_ms.to_string(), result, snippet]
+                        vec![attempt_label(a), time(a.started_at), a.duration_ms.to_string(), result, snippet]
                     }),
                 ),
                 "    ",
@@ -404,15 +399,6 @@ fn event_text(d: &ops::EventDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attempts_after_a_redrive_are_marked() {
-        assert_eq!(super::attempt_labels([1, 2, 3]), ["1", "2", "3"]);
-        assert_eq!(
-            super::attempt_labels([1, 2, 1, 2, 1]),
-            ["1", "2", "1 (redrive 1)", "2 (redrive 1)", "1 (redrive 2)"]
-        );
-    }
 
     #[test]
     fn since_reads_times_and_durations() {

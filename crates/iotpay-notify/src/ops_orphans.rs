@@ -23,7 +23,8 @@ pub struct OrphansArgs {
 /// `deliveries drop`.
 #[derive(Debug, Args)]
 pub struct DropArgs {
-    /// The endpoint URL whose pending and dead deliveries are dropped (must not be configured).
+    /// The endpoint whose pending and dead deliveries are dropped (must not be configured): its
+    /// URL, or the masked URL or label other commands print, when only one endpoint has it.
     #[arg(long)]
     pub endpoint: String,
     /// Print JSON instead of text.
@@ -34,10 +35,10 @@ pub struct DropArgs {
 /// `deliveries move`.
 #[derive(Debug, Args)]
 pub struct MoveArgs {
-    /// The old endpoint URL (must not be configured).
+    /// The old endpoint (must not be configured): its URL, masked URL or label.
     #[arg(long)]
     pub from: String,
-    /// The new endpoint URL (must be in FORWARD_URLS).
+    /// The new endpoint (must be in FORWARD_URLS): its URL, masked URL or label.
     #[arg(long)]
     pub to: String,
     /// Print JSON instead of text.
@@ -58,6 +59,14 @@ fn configured() -> Vec<String> {
 
 fn is_configured(url: &str, configured: &[String]) -> bool {
     configured.iter().any(|c| c == url || c == url.trim_end_matches('/'))
+}
+
+/// The stored endpoint an operator means: every output masks the URL's password, so the masked
+/// form and the label are accepted when exactly one endpoint with pending or dead deliveries
+/// has it (an ambiguous one is refused). A name that matches nothing is taken as given.
+pub async fn stored_endpoint(pool: &PgPool, given: &str) -> anyhow::Result<String> {
+    let known = orphans::endpoints_with_backlog(pool).await.context("listing endpoints")?;
+    Ok(crate::redact::resolve_endpoint(given, &known)?.unwrap_or(given.trim()).to_owned())
 }
 
 /// Lists endpoints with pending or dead deliveries that are not in `FORWARD_URLS`.
@@ -81,16 +90,18 @@ pub async fn orphans(pool: &PgPool, args: OrphansArgs) -> anyhow::Result<()> {
 
 /// Drops the pending and dead deliveries of an endpoint that is no longer configured.
 pub async fn drop(pool: &PgPool, args: DropArgs) -> anyhow::Result<()> {
+    let configured = configured();
+    let endpoint = stored_endpoint(pool, &args.endpoint).await?;
     anyhow::ensure!(
-        !is_configured(&args.endpoint, &configured()),
+        !is_configured(&endpoint, &configured) && !is_configured(&args.endpoint, &configured),
         "{} is in FORWARD_URLS: remove it there first (the worker is still delivering to it)",
-        endpoint_label(&args.endpoint)
+        endpoint_label(&endpoint)
     );
-    let dropped = orphans::drop_endpoint(pool, &args.endpoint).await.context("dropping deliveries")?;
+    let dropped = orphans::drop_endpoint(pool, &endpoint).await.context("dropping deliveries")?;
     if args.json {
-        println!("{}", json!({ "endpoint": crate::redact::mask_url(&args.endpoint), "dropped": dropped }));
+        println!("{}", json!({ "endpoint": crate::redact::mask_url(&endpoint), "dropped": dropped }));
     } else {
-        println!("dropped: {dropped} deliveries to {}", endpoint_label(&args.endpoint));
+        println!("dropped: {dropped} deliveries to {}", endpoint_label(&endpoint));
     }
     Ok(())
 }
@@ -98,23 +109,22 @@ pub async fn drop(pool: &PgPool, args: DropArgs) -> anyhow::Result<()> {
 /// Moves the pending and dead deliveries of an old endpoint to a configured one.
 pub async fn move_to(pool: &PgPool, args: MoveArgs) -> anyhow::Result<()> {
     let configured = configured();
+    let to =
+        crate::redact::resolve_endpoint(args.to.trim_end_matches('/'), &configured).context("--to")?.with_context(
+            || format!("--to {} is not in FORWARD_URLS: nothing would deliver to it", endpoint_label(&args.to)),
+        )?;
+    let from = stored_endpoint(pool, &args.from).await.context("--from")?;
     anyhow::ensure!(
-        is_configured(&args.to, &configured),
-        "--to {} is not in FORWARD_URLS: nothing would deliver to it",
-        endpoint_label(&args.to)
-    );
-    anyhow::ensure!(
-        !is_configured(&args.from, &configured),
+        !is_configured(&from, &configured),
         "--from {} is still in FORWARD_URLS: remove it there first",
-        endpoint_label(&args.from)
+        endpoint_label(&from)
     );
-    let to = configured.iter().find(|c| is_configured(&args.to, std::slice::from_ref(c))).expect("checked above");
-    let moved = orphans::move_endpoint(pool, &args.from, to).await.context("moving deliveries")?;
+    let moved = orphans::move_endpoint(pool, &from, to).await.context("moving deliveries")?;
     if args.json {
         println!(
             "{}",
             json!({
-                "from": crate::redact::mask_url(&args.from),
+                "from": crate::redact::mask_url(&from),
                 "to": crate::redact::mask_url(to),
                 "moved": moved.moved,
                 "already_there": moved.already_there,
@@ -124,7 +134,7 @@ pub async fn move_to(pool: &PgPool, args: MoveArgs) -> anyhow::Result<()> {
         println!(
             "moved: {} deliveries from {} to {} (pending, due now); {} dropped as the event already had a delivery there",
             moved.moved,
-            endpoint_label(&args.from),
+            endpoint_label(&from),
             endpoint_label(to),
             moved.already_there
         );

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminApp;
-use crate::app::App;
+use crate::app::{App, Listeners};
 use crate::config::Config;
 use crate::confirm::Confirmer;
 use crate::health::Health;
@@ -50,18 +50,31 @@ pub struct Running {
 /// writers their constructors start (inside [`Health::scope`]), the readiness probe and both
 /// listeners. One that ends unexpectedly fails `/readyz` and makes [`Running::wait`] an error.
 pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let app = App::bind(config, pool.clone())
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let listeners = Listeners::bind(config).map_err(|e| StartError::Bind { addr: e.addr, source: e.source })?;
+    start_on(config, pool, shutdown, listeners).await
+}
+
+/// [`start`] on listeners bound beforehand (`serve` binds them before migrating).
+pub async fn start_on(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    listeners: Listeners,
+) -> Result<Running, StartError> {
+    let tokio_listener = |l, addr| crate::app::tokio_listener(l).map_err(|source| StartError::Bind { addr, source });
+    let app = App::on(tokio_listener(listeners.public, config.listen_addr)?, config, pool.clone());
     let addr = app.local_addr();
     let health = app.health();
-    let admin = match AdminApp::bind(config, pool.clone(), app.readiness(), health.clone()).await {
-        Some(bound) => Some(bound.map_err(|source| StartError::Bind { addr: config.admin_listen_addr, source })?),
-        None => {
-            tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
-            None
+    let admin = match listeners.admin {
+        Some(l) => {
+            let l = tokio_listener(l, config.admin_listen_addr)?;
+            AdminApp::on(l, config, pool.clone(), app.readiness(), health.clone())
         }
+        None => None,
     };
+    if admin.is_none() {
+        tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
+    }
     let admin_addr = admin.as_ref().map(AdminApp::local_addr);
     // Everything that can fail is built before anything is spawned: an error leaves no task behind.
     let pressure = app.pressure();

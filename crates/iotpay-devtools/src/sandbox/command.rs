@@ -44,7 +44,9 @@ pub struct SandboxArgs {
     /// v3 payments whose notification carries ten times the amount the query tells (validly signed).
     #[arg(long, default_value_t = 0)]
     pub tampered: u32,
-    /// v3 payments that never happened, signed with a wrong key (one attempt, never re-sent after the 401; --concurrent and --duplicates still multiply its POSTs).
+    /// v3 payments that never happened, signed with a wrong key: one POST per --concurrent copy,
+    /// never re-sent after the 401, plus --duplicates more (e.g. --concurrent 3 --duplicates 2
+    /// sends 5 POSTs for each).
     #[arg(long, default_value_t = 0)]
     pub forged: u32,
     /// v3 payments booked as paid whose notification is "lost": nothing is sent; only the query
@@ -54,13 +56,15 @@ pub struct SandboxArgs {
     /// Amount of each payment, in cents.
     #[arg(long, default_value_t = 1500)]
     pub amount: i64,
-    /// Send each notification this many more times after SUCCESS.
+    /// Send each notification this many more times, one POST each, once its copies are done
+    /// (acknowledged or not: also for forged and unacknowledged ones).
     #[arg(long, default_value_t = 0)]
     pub duplicates: u32,
     /// Send notifications form-encoded instead of JSON.
     #[arg(long)]
     pub form: bool,
-    /// Send each notification as this many simultaneous copies.
+    /// Send each notification as this many simultaneous copies, each retried on its own until
+    /// SUCCESS (forged: one attempt each).
     #[arg(long, default_value_t = 1)]
     pub concurrent: u32,
     /// Delay every query answer by this many milliseconds.

@@ -118,15 +118,17 @@ fn mac(key: &[u8], msg: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 7235 §2.1: `bearer`, `BEARER` are the same scheme); spaces around the token are ignored.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Middleware of `/api/...`: a request without `Authorization: Bearer <one of ADMIN_TOKENS>` gets
 /// `401` with a JSON error, before any handler or body reading.
 pub async fn require_bearer(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_credentials);
     match presented {
         Some(t) if state.tokens.accepts(t) => next.run(request).await,
         Some(_) => {
@@ -158,6 +160,16 @@ mod tests {
         assert!(spaced.contains("entry 2") && !spaced.contains("space inside"), "{spaced}");
         assert!(AdminTokens::parse(" , ").is_err());
         assert!(!format!("{t:?}").contains("aaaa"), "Debug never shows a token");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in [format!("Bearer {A}"), format!("bearer {A}"), format!("BEARER {A}"), format!("bEaReR  {A} ")] {
+            assert_eq!(bearer_credentials(&v), Some(A), "{v}");
+        }
+        for v in [format!("Basic {A}"), format!("Bearer{A}"), format!("Bearerx {A}"), A.to_owned()] {
+            assert_ne!(bearer_credentials(&v), Some(A), "{v}");
+        }
     }
 
     #[test]

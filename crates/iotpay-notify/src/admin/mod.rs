@@ -72,6 +72,8 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        // Outside the limits, so their refusals under /api/ get the API's error body too.
+        .layer(middleware::from_fn(error::api_errors_as_json))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -108,6 +110,21 @@ impl AdminApp {
         readiness: Readiness,
         health: crate::health::Health,
     ) -> Option<std::io::Result<Self>> {
+        config.admin_tokens.as_ref()?;
+        Some(match TcpListener::bind(config.admin_listen_addr).await {
+            Ok(listener) => Ok(Self::on(listener, config, pool, readiness, health)?),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Serves on an already bound `listener`; `None` when `ADMIN_TOKENS` is not set.
+    pub fn on(
+        listener: TcpListener,
+        config: &crate::config::Config,
+        pool: PgPool,
+        readiness: Readiness,
+        health: crate::health::Health,
+    ) -> Option<Self> {
         let tokens = config.admin_tokens.clone()?;
         let state = AdminState {
             pool,
@@ -119,10 +136,7 @@ impl AdminApp {
             merchants: Arc::new(config.merchants.clone()),
             reconcile_after: config.reconcile.after,
         };
-        Some(match TcpListener::bind(config.admin_listen_addr).await {
-            Ok(listener) => Ok(Self { listener, router: router(state) }),
-            Err(e) => Err(e),
-        })
+        Some(Self { listener, router: router(state) })
     }
 
     /// The bound address.

@@ -192,8 +192,13 @@ pub struct StatusCounts {
 /// The forwarding state of one endpoint.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EndpointStats {
-    /// The endpoint URL.
+    /// The endpoint URL (user-info and query values masked when serialized: it may carry a password).
+    #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
+    /// One of its pending or dead deliveries: the console's forms name the endpoint by it, so
+    /// the URL never travels through a page.
+    #[serde(skip)]
+    pub delivery_id: i64,
     /// Deliveries waiting (pending).
     pub pending: i64,
     /// Age of the oldest pending delivery, in seconds (0 when none).
@@ -250,12 +255,15 @@ pub async fn status_counts(pool: &PgPool) -> Result<StatusCounts, sqlx::Error> {
 }
 
 /// Reads every figure of [`Stats`]. The backlog history is reconstructed from the rows'
-/// timestamps (`created_at`, `decided_at`, `delivered_at`, `dead_at`), so it needs no sampling
-/// job; a redriven delivery counts from its redrive on.
+/// timestamps, so it needs no sampling job: a row is pending from `pending_since` (set when a
+/// dead delivery is redriven or moved, or an unconfirmed event re-checked; else `created_at`)
+/// until `decided_at`, `delivered_at` or `dead_at`. So a redriven delivery or a re-checked event
+/// counts from its redrive or re-check on, and its dead or unconfirmed time is not backlog (its
+/// first pending period, before it died, is not drawn either: the row keeps no earlier times).
 pub async fn stats(pool: &PgPool) -> Result<Stats, sqlx::Error> {
     let events = status_counts(pool).await?;
     let endpoints = sqlx::query_as(
-        "SELECT endpoint,
+        "SELECT endpoint, min(id) AS delivery_id,
                 count(*) FILTER (WHERE status = 'pending') AS pending,
                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending')), 0)::float8
                     AS oldest_pending_age_seconds,
@@ -272,13 +280,16 @@ pub async fn stats(pool: &PgPool) -> Result<Stats, sqlx::Error> {
                                    date_trunc('minute', now()), interval '1 minute') AS m
          ), recent_events AS (
             -- Rows decided before decided_at existed (or by hand) count as decided when last updated.
-            SELECT created_at, confirmed_at, status,
+            SELECT created_at, confirmed_at, status, COALESCE(pending_since, created_at) AS pending_since,
                    CASE WHEN status <> 'pending' THEN COALESCE(decided_at, confirmed_at, updated_at) END AS decided_at
               FROM payment_events
              WHERE status = 'pending' OR created_at >= now() - interval '61 minutes'
                 OR COALESCE(decided_at, confirmed_at, updated_at) >= now() - interval '61 minutes'
          ), recent_deliveries AS (
-            SELECT created_at, status, delivered_at, dead_at FROM deliveries
+            -- A dropped delivery (deliveries drop|move) left the backlog when last updated.
+            SELECT status, delivered_at, dead_at, COALESCE(pending_since, created_at) AS pending_since,
+                   CASE WHEN status = 'dropped' THEN updated_at END AS dropped_at
+              FROM deliveries
              WHERE status = 'pending' OR created_at >= now() - interval '61 minutes'
                 OR delivered_at >= now() - interval '61 minutes' OR dead_at >= now() - interval '61 minutes'
          )
@@ -290,12 +301,13 @@ pub async fn stats(pool: &PgPool) -> Result<Stats, sqlx::Error> {
                 (SELECT count(*) FROM recent_deliveries d
                   WHERE d.delivered_at >= minutes.minute AND d.delivered_at < minutes.minute_end) AS delivered,
                 (SELECT count(*) FROM recent_events e
-                  WHERE e.created_at < minutes.minute_end
+                  WHERE e.pending_since < minutes.minute_end
                     AND (e.decided_at IS NULL OR e.decided_at >= minutes.minute_end)) AS pending_events,
                 (SELECT count(*) FROM recent_deliveries d
-                  WHERE d.created_at < minutes.minute_end
+                  WHERE d.pending_since < minutes.minute_end
                     AND (d.delivered_at IS NULL OR d.delivered_at >= minutes.minute_end)
                     AND (d.dead_at IS NULL OR d.dead_at >= minutes.minute_end)
+                    AND (d.dropped_at IS NULL OR d.dropped_at >= minutes.minute_end)
                     AND NOT (d.status = 'dead' AND d.dead_at IS NULL)) AS pending_deliveries
            FROM minutes ORDER BY minutes.minute",
     )

@@ -97,6 +97,25 @@ pub struct AttemptRow {
     pub response_snippet: Option<String>,
     /// Worker that made it.
     pub worker: String,
+    /// Which retry schedule of the delivery it belongs to: 0 for the first; n for the schedule
+    /// restarted by the n-th redrive (or move) of the dead delivery, whose attempts count from 1
+    /// again. (`attempt` 1 of round 1 is shown as `1 (redrive 1)`.)
+    #[sqlx(skip)]
+    pub redrive_round: u32,
+}
+
+/// Numbers the rounds of a delivery's attempts (oldest first): a restart of the attempt count
+/// is a redriven (or moved) dead delivery's fresh schedule. A redrive of a pending delivery keeps
+/// its count, so it starts no round.
+fn number_rounds(attempts: &mut [AttemptRow]) {
+    let (mut round, mut previous) = (0, 0);
+    for a in attempts {
+        if a.attempt <= previous {
+            round += 1;
+        }
+        previous = a.attempt;
+        a.redrive_round = round;
+    }
 }
 
 /// One confirmation check of an event (`confirmation_checks`).
@@ -215,6 +234,7 @@ pub async fn show_event(pool: &PgPool, event_id: &str) -> Result<Option<EventDet
         .bind(d.id)
         .fetch_all(pool)
         .await?;
+        number_rounds(&mut d.attempts_log);
     }
     Ok(Some(EventDetail { event, notifications, checks, deliveries }))
 }
@@ -240,6 +260,8 @@ pub struct RedriveFilter<'a> {
     pub endpoint: Option<&'a str>,
     /// Only deliveries of this event.
     pub event_id: Option<&'a str>,
+    /// Only this delivery (the console's buttons name a delivery, never its URL).
+    pub delivery_id: Option<i64>,
     /// Also `pending` deliveries that no worker is attempting right now: they become due at once,
     /// keeping their place in the retry schedule.
     pub include_pending: bool,
@@ -252,7 +274,7 @@ pub async fn redrive(
     endpoint: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<Vec<Redriven>, sqlx::Error> {
-    redrive_with(pool, RedriveFilter { endpoint, event_id, include_pending: false }).await
+    redrive_with(pool, RedriveFilter { endpoint, event_id, ..Default::default() }).await
 }
 
 /// Turns matching `dead` deliveries back to `pending`, due now, with a fresh schedule (and, with
@@ -268,6 +290,7 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
                     OR ($3 AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())))
                AND ($1::text IS NULL OR endpoint = $1)
                AND ($2::text IS NULL OR event_id = $2)
+               AND ($4::bigint IS NULL OR id = $4)
              FOR UPDATE
          )
          UPDATE deliveries d
@@ -283,6 +306,7 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
     .bind(filter.endpoint)
     .bind(filter.event_id)
     .bind(filter.include_pending)
+    .bind(filter.delivery_id)
     .fetch_all(&mut *tx)
     .await?;
     if !rows.is_empty() {
@@ -296,6 +320,11 @@ pub async fn redrive_with(pool: &PgPool, filter: RedriveFilter<'_>) -> Result<Ve
     tx.commit().await?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// The endpoint of delivery `id`, if it exists.
+pub async fn delivery_endpoint(pool: &PgPool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT endpoint FROM deliveries WHERE id = $1").bind(id).fetch_optional(pool).await
 }
 
 /// One event with its delivery totals, for a compact report (the demo's final table).
@@ -345,4 +374,29 @@ pub async fn event_overview(pool: &PgPool, pay_order_ids: &[String]) -> Result<V
     .bind(pay_order_ids)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(n: i32) -> AttemptRow {
+        AttemptRow {
+            attempt: n,
+            started_at: DateTime::<Utc>::UNIX_EPOCH,
+            duration_ms: 0,
+            http_status: None,
+            error: None,
+            response_snippet: None,
+            worker: String::new(),
+            redrive_round: 0,
+        }
+    }
+
+    #[test]
+    fn a_restarted_attempt_count_is_a_new_round() {
+        let mut a: Vec<AttemptRow> = [1, 2, 1, 2, 1, 3].into_iter().map(attempt).collect();
+        number_rounds(&mut a);
+        assert_eq!(a.iter().map(|a| a.redrive_round).collect::<Vec<_>>(), [0, 0, 1, 1, 2, 2]);
+    }
 }

@@ -35,6 +35,14 @@ pub async fn orphans(pool: &PgPool, configured: &[String]) -> Result<Vec<Endpoin
     .await
 }
 
+/// Every endpoint that has a pending or dead delivery (what redrive, drop and move can act on):
+/// the candidates when an operator names an endpoint by its masked form or label.
+pub async fn endpoints_with_backlog(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT endpoint FROM deliveries WHERE status IN ('pending', 'dead') ORDER BY endpoint")
+        .fetch_all(pool)
+        .await
+}
+
 /// Marks every pending or dead delivery to `endpoint` as `dropped` (kept for the record, never
 /// sent); returns how many.
 pub async fn drop_endpoint(pool: &PgPool, endpoint: &str) -> Result<u64, sqlx::Error> {

@@ -82,6 +82,11 @@ impl ListQuery {
             created_since: q.get("created_since").map(|v| input::time("created_since", v)).transpose()?,
             created_until: q.get("created_until").map(|v| input::time("created_until", v)).transpose()?,
         };
+        if let (Some(since), Some(until)) = (filter.created_since, filter.created_until) {
+            if since > until {
+                return Err(ApiError::field("created_until", "must not be before created_since"));
+            }
+        }
         let limit = q.get("limit").map(|v| input::number("limit", v, 1, MAX_LIMIT)).transpose()?;
         let cursor = q.get("cursor").map(|v| input::decode_cursor("cursor", v)).transpose()?;
         Ok(ListQuery { filter, cursor, limit: limit.unwrap_or(DEFAULT_LIMIT) })

@@ -244,8 +244,8 @@ pub fn event(session: &Session, d: &EventDetail, done: &str) -> String {
         );
         for dl in &d.deliveries {
             let action = match dl.status.as_str() {
-                "dead" => button(&id, &dl.endpoint, &session.csrf, "Redrive", false),
-                "pending" => button(&id, &dl.endpoint, &session.csrf, "Retry now", true),
+                "dead" => button(&id, dl.id, &session.csrf, "Redrive", false),
+                "pending" => button(&id, dl.id, &session.csrf, "Retry now", true),
                 _ => String::new(),
             };
             let _ = write!(
@@ -279,13 +279,13 @@ pub fn event(session: &Session, d: &EventDetail, done: &str) -> String {
     layout(&format!("Event {id}"), Some(session), "Events", &body)
 }
 
-fn button(event_id: &str, endpoint: &str, csrf: &str, label: &str, pending: bool) -> String {
+/// A button acting on one delivery, named by its id (its URL may carry a password).
+fn button(event_id: &str, delivery: i64, csrf: &str, label: &str, pending: bool) -> String {
     format!(
         "<form method=\"post\" action=\"/events/{}/redrive\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"endpoint\" value=\"{}\">{}<button type=\"submit\">{label}</button></form>",
+         <input type=\"hidden\" name=\"delivery\" value=\"{delivery}\">{}<button type=\"submit\">{label}</button></form>",
         esc(event_id),
         esc(csrf),
-        esc(endpoint),
         if pending { "<input type=\"hidden\" name=\"pending\" value=\"1\">" } else { "" }
     )
 }
@@ -341,7 +341,7 @@ fn timeline(d: &EventDetail) -> Vec<(DateTime<Utc>, String)> {
                 format!(
                     "<time>{}</time> <span class=\"kind\">delivery attempt {}</span> to <code>{}</code>: <strong>{}</strong> in {} ms{}",
                     time(a.started_at),
-                    a.attempt,
+                    esc(&crate::ops::attempt_label(a)),
                     esc(&endpoint_label(&dl.endpoint)),
                     esc(&result),
                     a.duration_ms,
@@ -396,9 +396,9 @@ pub fn overview(session: &Session, s: &Stats) -> String {
             let action = if e.dead > 0 {
                 format!(
                     "<form method=\"post\" action=\"/endpoints/redrive\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-                     <input type=\"hidden\" name=\"endpoint\" value=\"{}\"><button type=\"submit\">Redrive {} dead</button></form>",
+                     <input type=\"hidden\" name=\"delivery\" value=\"{}\"><button type=\"submit\">Redrive {} dead</button></form>",
                     esc(&session.csrf),
-                    esc(&e.endpoint),
+                    e.delivery_id,
                     e.dead
                 )
             } else {

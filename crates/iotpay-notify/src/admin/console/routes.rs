@@ -17,13 +17,24 @@ use crate::store::ops::{self, RedriveFilter};
 /// Events per console page.
 const PAGE: i64 = 50;
 
+/// A database failure as a page: `503` when the database could not be reached (try again),
+/// `500` when it refused the statement (trying again will not help).
 fn unavailable(e: sqlx::Error) -> Response {
-    tracing::warn!(error = %e, "console: database unavailable");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(pages::message("Database unavailable", "The database did not answer. Try again shortly.")),
-    )
-        .into_response()
+    if crate::admin::error::is_unavailable(&e) {
+        tracing::warn!(error = %e, "console: database unavailable");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(pages::message("Database unavailable", "The database did not answer. Try again shortly.")),
+        )
+            .into_response()
+    } else {
+        tracing::error!(error = %e, "console: the database refused a statement");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html(pages::message("Internal error", "The database refused the request. The service log says why.")),
+        )
+            .into_response()
+    }
 }
 
 fn bad(message: &str) -> Response {
@@ -122,8 +133,9 @@ pub async fn events(
 ) -> Response {
     let Ok(Query(query)) = query else { return bad("Unknown search parameter.") };
     let q = query.q.trim().to_owned();
-    if q.chars().count() > 128 {
-        return bad("Search for one id (at most 128 characters).");
+    // The API's rule for ids: a NUL or other control character never reaches the database.
+    if input::text("q", &q).is_err() {
+        return bad("Search for one id: at most 128 printable characters.");
     }
     let status = query.status.trim().to_owned();
     if !status.is_empty() && !STATUSES.contains(&status.as_str()) {
@@ -187,12 +199,13 @@ pub async fn event(
     }
 }
 
-/// A Redrive / Retry-now button of one delivery.
+/// A Redrive / Retry-now button of one delivery. It names the delivery by id: the endpoint URL
+/// may carry a password and never travels through a page.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveForm {
     csrf: String,
-    endpoint: String,
+    delivery: i64,
     #[serde(default)]
     pending: Option<String>,
 }
@@ -210,8 +223,9 @@ pub async fn redrive(
     let Ok(event_id) = input::event_id("event_id", &event_id) else { return bad("Malformed event id.") };
     let filter = RedriveFilter {
         event_id: Some(&event_id),
-        endpoint: Some(&form.endpoint),
+        delivery_id: Some(form.delivery),
         include_pending: form.pending.is_some(),
+        ..Default::default()
     };
     match ops::redrive_with(&state.pool, filter).await {
         Ok(rows) => {
@@ -250,15 +264,16 @@ pub async fn recheck(
     }
 }
 
-/// The overview's "Redrive dead" button of one endpoint.
+/// The overview's "Redrive dead" button of one endpoint, named by one of its deliveries (the URL
+/// never travels through a page).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointForm {
     csrf: String,
-    endpoint: String,
+    delivery: i64,
 }
 
-/// `POST /endpoints/redrive`: every dead delivery of one endpoint.
+/// `POST /endpoints/redrive`: every dead delivery of the endpoint of delivery `delivery`.
 pub async fn redrive_endpoint(
     State(state): State<AdminState>,
     session: Session,
@@ -267,9 +282,16 @@ pub async fn redrive_endpoint(
     if !session.csrf_ok(&state, &form.csrf) {
         return forbidden();
     }
-    match ops::redrive(&state.pool, Some(&form.endpoint), None).await {
+    let endpoint = match ops::delivery_endpoint(&state.pool, form.delivery).await {
+        Ok(Some(endpoint)) => endpoint,
+        Ok(None) => {
+            return (StatusCode::NOT_FOUND, Html(pages::message("Not found", "No such delivery."))).into_response()
+        }
+        Err(e) => return unavailable(e),
+    };
+    match ops::redrive(&state.pool, Some(&endpoint), None).await {
         Ok(rows) => {
-            tracing::info!(endpoint = %crate::forward::worker::endpoint_label(&form.endpoint), redriven = rows.len(), "console redrive");
+            tracing::info!(endpoint = %crate::forward::worker::endpoint_label(&endpoint), redriven = rows.len(), "console redrive");
             Redirect::to("/").into_response()
         }
         Err(e) => unavailable(e),
