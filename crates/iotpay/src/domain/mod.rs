@@ -8,7 +8,7 @@ mod card;
 mod kind;
 
 pub use card::{is_card_number_field, mask_pan};
-pub use kind::{is_success_status, ApiVersion, EventType};
+pub use kind::{is_success_status, ApiVersion, EventType, IotpayStatus};
 
 /// A merchant's signing key. Never printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
@@ -83,6 +83,16 @@ macro_rules! id_type {
                 f.write_str(&self.0)
             }
         }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+
+            /// Validates an owned identifier (a stored one) without copying it.
+            fn try_from(s: String) -> Result<Self, InvalidValue> {
+                check_id($what, &s)?;
+                Ok(Self(s))
+            }
+        }
     };
 }
 
@@ -152,6 +162,14 @@ impl Currency {
     /// The code.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = InvalidValue;
+
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
+        Self::parse(&s)
     }
 }
 
@@ -237,6 +255,14 @@ mod tests {
         assert!(PayOrderId::parse(&"x".repeat(65)).is_err());
         assert!(Currency::parse("cad").is_ok_and(|c| c.as_str() == "CAD"));
         assert!(Currency::parse("CA").is_err());
+    }
+
+    #[test]
+    fn stored_ids_are_checked_as_parsed_ones() {
+        assert_eq!(MchId::try_from("10000701".to_owned()).unwrap().as_str(), "10000701");
+        assert!(PayOrderId::try_from("a&b=c".to_owned()).is_err());
+        assert!(MchOrderNo::try_from(String::new()).is_err());
+        assert_eq!(Currency::try_from("CAD".to_owned()).unwrap().as_str(), "CAD");
     }
 
     #[test]
