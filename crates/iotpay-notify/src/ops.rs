@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::cli::UsageError;
 use crate::config::ConfigError;
 use crate::forward::worker::endpoint_label;
-use crate::store::{self, ops};
+use crate::store::{self, ops, DeliveryStatus, EventStatus};
 
 /// `iotpay-notify events ...`
 #[derive(Debug, Subcommand)]
@@ -86,9 +86,6 @@ pub struct RedriveArgs {
     pub json: bool,
 }
 
-/// Statuses an event can have.
-const STATUSES: &[&str] = &["pending", "confirmed", "rejected", "unconfirmed"];
-
 pub(crate) async fn pool() -> anyhow::Result<PgPool> {
     let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
     let url = url.ok_or(ConfigError::Missing("DATABASE_URL"))?;
@@ -107,17 +104,18 @@ pub(crate) async fn pool() -> anyhow::Result<PgPool> {
 pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
     match cmd {
         EventsCommand::List { status, since, limit, json } => {
-            if let Some(s) = &status {
-                if !STATUSES.contains(&s.as_str()) {
-                    return Err(UsageError(format!("--status must be one of {}", STATUSES.join(", "))).into());
-                }
-            }
+            let status = status
+                .map(|s| {
+                    EventStatus::parse(&s)
+                        .ok_or_else(|| UsageError(format!("--status must be one of {}", EventStatus::choices())))
+                })
+                .transpose()?;
             if limit <= 0 {
                 return Err(UsageError("--limit must be positive".into()).into());
             }
             let since = since.as_deref().map(|s| parse_since(s, Utc::now()).context("--since")).transpose()?;
             let pool = pool().await?;
-            let rows = ops::list_events(&pool, status.as_deref(), since, limit).await.context("listing events")?;
+            let rows = ops::list_events(&pool, status, since, limit).await.context("listing events")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -128,7 +126,10 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             let pool = pool().await?;
             match store::admin::recheck(&pool, &event_id).await.context("re-checking the event")? {
                 store::admin::Recheck::Queued if json => {
-                    println!("{}", serde_json::to_string_pretty(&json!({"event_id": event_id, "status": "pending"}))?)
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({"event_id": event_id, "status": EventStatus::Pending}))?
+                    )
                 }
                 store::admin::Recheck::Queued => {
                     println!("{event_id}: unconfirmed -> pending, one more check is due now")
@@ -175,7 +176,7 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "redriven": rows }))?);
             } else {
-                let dead = rows.iter().filter(|r| r.previous_status == "dead").count();
+                let dead = rows.iter().filter(|r| r.previous_status == DeliveryStatus::Dead).count();
                 let mut out = format!("redriven: {dead} dead deliveries back to pending\n");
                 if args.pending {
                     let _ = writeln!(out, "retried now: {} pending deliveries", rows.len() - dead);
@@ -188,7 +189,7 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
                                 r.id.to_string(),
                                 r.event_id.clone(),
                                 endpoint_label(&r.endpoint),
-                                r.previous_status.clone(),
+                                r.previous_status.to_string(),
                             ]
                         }),
                     ));
@@ -360,7 +361,7 @@ fn event_text(d: &ops::EventDetail) -> String {
             endpoint_label(&dl.endpoint),
             dl.status,
             dl.attempts,
-            if dl.status == "pending" { time(dl.next_attempt_at) } else { "-".into() },
+            if dl.status == DeliveryStatus::Pending { time(dl.next_attempt_at) } else { "-".into() },
             opt_time(dl.delivered_at),
             opt_time(dl.dead_at),
             dl.redrive_count,

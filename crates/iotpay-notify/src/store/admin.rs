@@ -7,12 +7,13 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::confirm::PENDING_CHANNEL;
+use super::EventStatus;
 
 /// Filters of the event list; every filter that is set must match.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    /// `pending`, `confirmed`, `rejected` or `unconfirmed`.
-    pub status: Option<String>,
+    /// The event's status.
+    pub status: Option<EventStatus>,
     /// `payment.succeeded`, ...
     pub event_type: Option<String>,
     /// `v3`, `v2`, ...
@@ -116,7 +117,7 @@ pub async fn list_events(
                   FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
           ORDER BY e.created_at DESC, e.event_id DESC",
     )
-    .bind(&filter.status)
+    .bind(filter.status.map(EventStatus::as_str))
     .bind(&filter.event_type)
     .bind(&filter.api_version)
     .bind(&filter.mch_id)
@@ -140,7 +141,7 @@ pub enum Recheck {
     /// No such event.
     Unknown,
     /// The event has this other status; nothing changed.
-    NotUnconfirmed(String),
+    NotUnconfirmed(EventStatus),
 }
 
 /// Puts an `unconfirmed` event back to `pending`, due now, and wakes the confirmation workers.
@@ -148,13 +149,14 @@ pub enum Recheck {
 /// answer decides it, an inconclusive one makes it `unconfirmed` again.
 pub async fn recheck(pool: &PgPool, event_id: &str) -> Result<Recheck, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM payment_events WHERE event_id = $1 FOR UPDATE")
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let status: Option<EventStatus> =
+        sqlx::query_scalar("SELECT status FROM payment_events WHERE event_id = $1 FOR UPDATE")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let outcome = match status {
         None => Recheck::Unknown,
-        Some(s) if s != "unconfirmed" => Recheck::NotUnconfirmed(s),
+        Some(s) if s != EventStatus::Unconfirmed => Recheck::NotUnconfirmed(s),
         Some(_) => {
             sqlx::query(
                 "UPDATE payment_events
@@ -187,6 +189,18 @@ pub struct StatusCounts {
     pub rejected: i64,
     /// Gave up asking.
     pub unconfirmed: i64,
+}
+
+impl StatusCounts {
+    /// The count of one status.
+    pub fn get(&self, status: EventStatus) -> i64 {
+        match status {
+            EventStatus::Pending => self.pending,
+            EventStatus::Confirmed => self.confirmed,
+            EventStatus::Rejected => self.rejected,
+            EventStatus::Unconfirmed => self.unconfirmed,
+        }
+    }
 }
 
 /// The forwarding state of one endpoint.
@@ -239,17 +253,17 @@ pub struct Stats {
 
 /// Events per status only (the console's live counts).
 pub async fn status_counts(pool: &PgPool) -> Result<StatusCounts, sqlx::Error> {
-    let rows: Vec<(String, i64)> =
+    let rows: Vec<(EventStatus, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM payment_events GROUP BY status").fetch_all(pool).await?;
     let mut c = StatusCounts::default();
     for (status, n) in rows {
-        match status.as_str() {
-            "pending" => c.pending = n,
-            "confirmed" => c.confirmed = n,
-            "rejected" => c.rejected = n,
-            "unconfirmed" => c.unconfirmed = n,
-            _ => {}
-        }
+        let count = match status {
+            EventStatus::Pending => &mut c.pending,
+            EventStatus::Confirmed => &mut c.confirmed,
+            EventStatus::Rejected => &mut c.rejected,
+            EventStatus::Unconfirmed => &mut c.unconfirmed,
+        };
+        *count = n;
     }
     Ok(c)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 
-use super::{deliveries, StoreError};
+use super::{deliveries, EventStatus, StoreError};
 
 /// Channel notified (by a trigger, migration 0003) when an event row is inserted.
 pub const PENDING_CHANNEL: &str = "iotpay_events_pending";
@@ -212,9 +212,10 @@ pub async fn apply_batch(
         ids.push(d.event_id.as_str());
         tokens.push(d.token.as_str());
         let (kind, reason, give_up, delay) = match &d.verdict {
-            Verdict::Confirmed => ("confirmed", None, None, 0),
-            Verdict::Rejected(r) => ("rejected", Some(r), None, 0),
-            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0),
+            // A decision's kind is the status it sets, or `retry` (the SQL settles that one).
+            Verdict::Confirmed => (EventStatus::Confirmed.as_str(), None, None, 0),
+            Verdict::Rejected(r) => (EventStatus::Rejected.as_str(), Some(r), None, 0),
+            Verdict::Unconfirmed(r) => (EventStatus::Unconfirmed.as_str(), Some(r), None, 0),
             Verdict::Retry { reason, delay, give_up_reason } => {
                 ("retry", Some(reason), Some(give_up_reason), millis(*delay))
             }
@@ -303,12 +304,11 @@ pub async fn apply_batch(
     tx.commit().await?;
     let mut outcome: HashMap<(String, String), Applied> = HashMap::with_capacity(rows.len());
     for row in rows {
-        let status: String = row.try_get("status")?;
-        let applied = match status.as_str() {
-            "confirmed" => Applied::Confirmed { deliveries: row.try_get::<i64, _>("deliveries")? as u64 },
-            "rejected" => Applied::Rejected,
-            "unconfirmed" => Applied::Unconfirmed,
-            _ => Applied::Rescheduled,
+        let applied = match row.try_get("status")? {
+            EventStatus::Confirmed => Applied::Confirmed { deliveries: row.try_get::<i64, _>("deliveries")? as u64 },
+            EventStatus::Rejected => Applied::Rejected,
+            EventStatus::Unconfirmed => Applied::Unconfirmed,
+            EventStatus::Pending => Applied::Rescheduled,
         };
         outcome.insert((row.try_get("event_id")?, row.try_get("token")?), applied);
     }

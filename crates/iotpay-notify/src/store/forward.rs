@@ -5,6 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::DeliveryStatus;
+
 /// The confirmed event a delivery carries, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -216,9 +218,9 @@ pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<boo
     let (nexts, delays): (Vec<&str>, Vec<f64>) = attempts
         .iter()
         .map(|a| match a.next {
-            Next::Delivered => ("delivered", 0.0),
-            Next::Retry(d) => ("pending", d.as_millis() as f64),
-            Next::Dead => ("dead", 0.0),
+            Next::Delivered => (DeliveryStatus::Delivered.as_str(), 0.0),
+            Next::Retry(d) => (DeliveryStatus::Pending.as_str(), d.as_millis() as f64),
+            Next::Dead => (DeliveryStatus::Dead.as_str(), 0.0),
         })
         .unzip();
     let mut tx = super::begin_queue_tx(pool).await?;

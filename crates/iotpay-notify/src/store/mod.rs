@@ -13,6 +13,7 @@ pub mod orphans;
 pub mod reach;
 pub mod reconcile;
 pub mod retention;
+pub mod status;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use events::{record_batch, record_notification, NewNotification, Recorded};
+pub use status::{DeliveryStatus, EventStatus};
 
 /// The embedded migrations under `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::deliveries::DELIVERIES_CHANNEL;
+use super::{DeliveryStatus, EventStatus};
 
 /// One line of `events list`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -38,7 +39,7 @@ pub struct EventSummary {
 /// Events, newest first, optionally by status and creation time.
 pub async fn list_events(
     pool: &PgPool,
-    status: Option<&str>,
+    status: Option<EventStatus>,
     since: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
@@ -58,7 +59,7 @@ pub async fn list_events(
                   FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
           ORDER BY e.created_at DESC, e.event_id",
     )
-    .bind(status)
+    .bind(status.map(EventStatus::as_str))
     .bind(since)
     .bind(limit)
     .fetch_all(pool)
@@ -141,8 +142,8 @@ pub struct DeliveryRow {
     /// Target URL (user-info masked when printed).
     #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
-    /// pending / delivered / dead.
-    pub status: String,
+    /// Where the delivery is.
+    pub status: DeliveryStatus,
     /// Attempts in the current schedule.
     pub attempts: i32,
     /// Next try (pending).
@@ -250,7 +251,7 @@ pub struct Redriven {
     #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
     /// `dead` (now pending with a fresh schedule) or `pending` (now due at once).
-    pub previous_status: String,
+    pub previous_status: DeliveryStatus,
 }
 
 /// Which deliveries [`redrive`] takes: every filter that is set must match.

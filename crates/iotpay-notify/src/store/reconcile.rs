@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::{begin_queue_tx, StoreError};
+use super::{begin_queue_tx, EventStatus, StoreError};
+use crate::domain::EventType;
 
 mod found;
 use found::store_found;
@@ -187,8 +188,9 @@ struct StoredEvent {
     mch_id: String,
     mch_order_no: String,
     event_id: String,
-    event_type: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    event_type: EventType,
+    status: EventStatus,
     amount: i64,
     currency: String,
     created_at: chrono::DateTime<chrono::Utc>,
@@ -200,12 +202,12 @@ impl ClaimedOrder {
         let mut events: Vec<&StoredEvent> = events.collect();
         events.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
         let first = |pick: &dyn Fn(&StoredEvent) -> bool| events.iter().find(|e| pick(e)).map(|e| e.event_id.clone());
-        let paid = |e: &StoredEvent| e.event_type == "payment.succeeded" && e.status == "confirmed";
+        let paid = |e: &StoredEvent| e.event_type == EventType::PaymentSucceeded && e.status == EventStatus::Confirmed;
         let agrees = |e: &StoredEvent| e.amount == self.amount && e.currency == self.currency;
         self.paid_event = first(&|e| paid(e) && agrees(e));
         self.contradicting_event = first(&|e| paid(e) && !agrees(e));
-        self.failed_event = first(&|e| e.event_type == "payment.failed" && e.status == "confirmed");
-        self.notification_pending = events.iter().any(|e| e.status == "pending");
+        self.failed_event = first(&|e| e.event_type == EventType::PaymentFailed && e.status == EventStatus::Confirmed);
+        self.notification_pending = events.iter().any(|e| e.status == EventStatus::Pending);
     }
 }
 

@@ -10,10 +10,8 @@ use super::input;
 use crate::admin::error::ApiError;
 use crate::admin::AdminState;
 use crate::store::admin::{self as queries, Cursor, EventFilter, EventRow, Recheck};
-use crate::store::ops;
+use crate::store::{ops, EventStatus};
 
-/// Event statuses.
-pub const STATUSES: &[&str] = &["pending", "confirmed", "rejected", "unconfirmed"];
 /// API versions an event can have.
 pub const API_VERSIONS: &[&str] = &["v1", "v2", "v3"];
 /// Default and largest page.
@@ -59,12 +57,13 @@ impl ListQuery {
             ],
         )?;
         let text = |k: &str| q.get(k).map(|v| input::text(k, v)).transpose();
-        let status = q.get("status").cloned();
-        if let Some(s) = &status {
-            if !STATUSES.contains(&s.as_str()) {
-                return Err(ApiError::field("status", format!("expected one of {}", STATUSES.join(", "))));
-            }
-        }
+        let status = q
+            .get("status")
+            .map(|s| {
+                EventStatus::parse(s)
+                    .ok_or_else(|| ApiError::field("status", format!("expected one of {}", EventStatus::choices())))
+            })
+            .transpose()?;
         let api_version = q.get("api_version").cloned();
         if let Some(v) = &api_version {
             if !API_VERSIONS.contains(&v.as_str()) {
@@ -141,7 +140,7 @@ pub async fn recheck(
     match queries::recheck(&state.pool, &event_id).await? {
         Recheck::Queued => {
             tracing::info!(event_id, "operator re-check: unconfirmed event back to pending");
-            Ok(Json(json!({ "event_id": event_id, "status": "pending" })))
+            Ok(Json(json!({ "event_id": event_id, "status": EventStatus::Pending })))
         }
         Recheck::Unknown => Err(ApiError::NotFound(format!("no event {event_id}"))),
         Recheck::NotUnconfirmed(status) => {
