@@ -13,6 +13,7 @@ pub mod orphans;
 pub mod reach;
 pub mod reconcile;
 pub mod retention;
+pub mod row;
 pub mod status;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use events::{record_batch, record_notification, NewNotification, Recorded};
+pub use row::StoredEvent;
 pub use status::{DeliveryStatus, EventStatus};
 
 /// The embedded migrations under `migrations/`.
