@@ -117,7 +117,8 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             let pool = pool().await?;
             let rows = ops::list_events(&pool, status, since, limit).await.context("listing events")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                let lines: Vec<store::admin::EventLine> = rows.iter().map(store::admin::EventLine).collect();
+                println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {
                 print!("{}", events_table(&rows));
             }
@@ -270,7 +271,7 @@ pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>
     out
 }
 
-fn events_table(rows: &[ops::EventSummary]) -> String {
+fn events_table(rows: &[store::admin::ListedEvent]) -> String {
     if rows.is_empty() {
         return "no events\n".into();
     }
@@ -284,15 +285,16 @@ fn events_table(rows: &[ops::EventSummary]) -> String {
             } else {
                 format!("{}/{} delivered", r.delivered, r.deliveries)
             };
+            let e = &r.event;
             vec![
-                r.event_id.clone(),
-                r.event_type.clone(),
-                r.status.clone(),
-                r.amount.to_string(),
-                r.currency.clone(),
-                r.mch_id.clone(),
-                r.pay_order_id.clone(),
-                time(r.created_at),
+                e.event_id.clone(),
+                e.event_type.to_string(),
+                e.status.to_string(),
+                e.amount.to_string(),
+                e.currency.as_str().to_owned(),
+                e.mch_id.to_string(),
+                e.pay_order_id.to_string(),
+                time(e.created_at),
                 deliveries,
             ]
         }),

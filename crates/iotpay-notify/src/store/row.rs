@@ -102,6 +102,15 @@ macro_rules! event_columns {
 }
 pub(crate) use event_columns;
 
+/// Serializes the named fields of `$from` into the struct serializer `$out`, in the order given:
+/// documents other than the forwarded body pick the event's fields with it.
+macro_rules! serialize_fields {
+    ($out:ident, $from:expr; $($field:ident),+ $(,)?) => {
+        $( serde::ser::SerializeStruct::serialize_field(&mut $out, stringify!($field), &$from.$field)?; )+
+    };
+}
+pub(crate) use serialize_fields;
+
 /// `alias.first, alias.second, ...` as one literal.
 macro_rules! qualified {
     ($alias:literal; $first:ident $(, $column:ident)*) => {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::input;
 use crate::admin::error::ApiError;
 use crate::admin::AdminState;
-use crate::store::admin::{self as queries, Cursor, EventFilter, EventRow, Recheck};
+use crate::store::admin::{self as queries, Cursor, EventFilter, ListedEvent, Recheck};
 use crate::store::{ops, EventStatus};
 
 /// API versions an event can have.
@@ -22,7 +22,7 @@ const MAX_LIMIT: i64 = 500;
 #[derive(Debug, serde::Serialize)]
 pub struct EventPage {
     /// Newest first.
-    pub events: Vec<EventRow>,
+    pub events: Vec<ListedEvent>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -97,9 +97,10 @@ impl ListQuery {
         let more = events.len() as i64 > self.limit;
         events.truncate(self.limit as usize);
         let next_cursor = match (more, events.last()) {
-            (true, Some(last)) => {
-                Some(input::encode_cursor(&Cursor { created_at: last.created_at, event_id: last.event_id.clone() }))
-            }
+            (true, Some(last)) => Some(input::encode_cursor(&Cursor {
+                created_at: last.event.created_at,
+                event_id: last.event.event_id.clone(),
+            })),
             _ => None,
         };
         Ok(EventPage { events, next_cursor })

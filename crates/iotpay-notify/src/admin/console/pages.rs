@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{chart, Session};
 use crate::forward::worker::endpoint_label;
-use crate::store::admin::{EventRow, Stats, StatusCounts};
+use crate::store::admin::{ListedEvent, Stats, StatusCounts};
 use crate::store::ops::EventDetail;
 use crate::store::{DeliveryStatus, EventStatus};
 
@@ -113,7 +113,7 @@ pub fn events(
     q: &str,
     status: Option<EventStatus>,
     counts: &StatusCounts,
-    rows: &[EventRow],
+    rows: &[ListedEvent],
     next: Option<&str>,
 ) -> String {
     let mut body = String::from("<h1>Events</h1>");
@@ -150,13 +150,13 @@ pub fn events(
                 body,
                 "<tr><td>{}</td><td><a href=\"/events/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
                  <td>{}</td><td>{}</td><td>{deliveries}</td></tr>",
-                time(r.created_at),
-                esc(&r.event_type),
-                status_badge(&r.status),
-                money(r.amount, &r.currency),
-                esc(&r.mch_order_no),
-                esc(&r.pay_order_id),
-                id = esc(&r.event_id),
+                time(r.event.created_at),
+                esc(r.event.event_type.as_str()),
+                status_badge(r.event.status.as_str()),
+                money(r.event.amount, r.event.currency.as_str()),
+                esc(&r.event.mch_order_no),
+                esc(r.event.pay_order_id.as_str()),
+                id = esc(&r.event.event_id),
             );
         }
         body.push_str("</tbody></table>");

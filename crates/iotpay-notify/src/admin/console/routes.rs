@@ -163,7 +163,9 @@ pub async fn events(
     let mut rows = rows;
     let next = if rows.len() as i64 > PAGE {
         rows.truncate(PAGE as usize);
-        rows.last().map(|r| input::encode_cursor(&Cursor { created_at: r.created_at, event_id: r.event_id.clone() }))
+        rows.last().map(|r| {
+            input::encode_cursor(&Cursor { created_at: r.event.created_at, event_id: r.event.event_id.clone() })
+        })
     } else {
         None
     };
