@@ -1,4 +1,5 @@
-//! All SQL lives here: connection pool, migrations, and one submodule per table family.
+//! All SQL lives here: connection pool, migrations, and one submodule per table family, with the
+//! one typed event row they read ([`row::StoredEvent`]) and the rows' statuses ([`status`]).
 
 pub mod admin;
 pub mod confirm;
