@@ -764,15 +764,22 @@ async fn a_late_decision_from_an_expired_lease_is_discarded() {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].confirm_attempts, 2);
     let give_up = Duration::from_secs(86_400);
-    let b = queue::apply(&h.db.pool, &second[0].event_id, "worker-b", &Verdict::Rejected("B".into()), give_up, &[])
-        .await
-        .unwrap();
-    assert_eq!(b, Applied::Rejected);
-    // A wakes up with a (stale) confirmation: it must not overwrite B's decision.
-    let a =
-        queue::apply(&h.db.pool, &first[0].event_id, "worker-a", &Verdict::Confirmed, give_up, &["http://x/".into()])
+    let b =
+        queue::apply(&h.db.pool, &second[0].event.event_id, "worker-b", &Verdict::Rejected("B".into()), give_up, &[])
             .await
             .unwrap();
+    assert_eq!(b, Applied::Rejected);
+    // A wakes up with a (stale) confirmation: it must not overwrite B's decision.
+    let a = queue::apply(
+        &h.db.pool,
+        &first[0].event.event_id,
+        "worker-a",
+        &Verdict::Confirmed,
+        give_up,
+        &["http://x/".into()],
+    )
+    .await
+    .unwrap();
     assert_eq!(a, Applied::LeaseLost);
     assert_eq!(status(&event(&h.db.pool, "PLL").await), ("rejected".into(), Some("B".into())));
     assert_eq!(count(&h.db.pool, "deliveries").await, 0);
@@ -978,7 +985,9 @@ async fn a_batch_of_decisions_applies_each_under_its_own_lease() {
     let lease = Duration::from_secs(30);
     let claimed = queue::claim_due(&h.db.pool, 10, lease, "tok").await.unwrap();
     assert_eq!(claimed.len(), 5);
-    let id_of = |pay_order_id: &str| claimed.iter().find(|c| c.pay_order_id == pay_order_id).unwrap().event_id.clone();
+    let id_of = |pay_order_id: &str| {
+        claimed.iter().find(|c| c.event.pay_order_id.as_str() == pay_order_id).unwrap().event.event_id.clone()
+    };
     let mut listener = sqlx::postgres::PgListener::connect_with(&h.db.pool).await.unwrap();
     listener.listen(queue::CONFIRMED_CHANNEL).await.unwrap();
 

@@ -125,7 +125,7 @@ pub async fn decide_all(pool: &PgPool, endpoints: &[String], retry: Option<&str>
                 give_up_reason: format!("gave up; last: {reason}"),
             },
         };
-        apply(pool, &c.event_id, &c.leased_by, &verdict, std::time::Duration::from_secs(86_400), endpoints)
+        apply(pool, &c.event.event_id, &c.leased_by, &verdict, std::time::Duration::from_secs(86_400), endpoints)
             .await
             .unwrap();
     }

@@ -18,7 +18,7 @@ use crate::domain::{MchId, MerchantKey};
 use crate::pgcluster::{ClusterOptions, PgCluster};
 use crate::sandbox::{Delivery, Sandbox, SandboxConfig, SendOptions};
 use crate::sink::{Sink, SinkConfig};
-use crate::store;
+use crate::store::{self, EventStatus};
 
 mod report;
 use report::{check, print_table};
@@ -315,7 +315,8 @@ async fn settle(pool: &PgPool, expects: &[Expect]) -> anyhow::Result<()> {
     let mut announced = false;
     loop {
         let rows = store::ops::event_overview(pool, &ids).await?;
-        let waiting = rows.iter().filter(|r| r.status == "pending" || r.delivered < r.deliveries).count();
+        let waiting =
+            rows.iter().filter(|r| r.event.status == EventStatus::Pending || r.delivered < r.deliveries).count();
         if waiting == 0 {
             return Ok(());
         }
@@ -350,12 +351,12 @@ async fn wait_for(pool: &PgPool, pay_order_id: &str, status: &str) -> anyhow::Re
     while started.elapsed() < SETTLE {
         let rows = store::ops::event_overview(pool, &ids).await?;
         if let Some(row) = rows.first() {
-            if row.status == status {
+            if row.event.status.as_str() == status {
                 detail(&format!("{status} {:.0} ms after the notification", started.elapsed().as_secs_f64() * 1000.0));
                 return Ok(());
             }
-            if row.status != "pending" {
-                bail!("{pay_order_id} became {} ({:?}), expected {status}", row.status, row.status_reason);
+            if row.event.status != EventStatus::Pending {
+                bail!("{pay_order_id} became {} ({:?}), expected {status}", row.event.status, row.event.status_reason);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

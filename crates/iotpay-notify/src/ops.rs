@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::cli::UsageError;
 use crate::config::ConfigError;
 use crate::forward::worker::endpoint_label;
-use crate::store::{self, ops};
+use crate::store::{self, ops, DeliveryStatus, EventStatus};
 
 /// `iotpay-notify events ...`
 #[derive(Debug, Subcommand)]
@@ -86,9 +86,6 @@ pub struct RedriveArgs {
     pub json: bool,
 }
 
-/// Statuses an event can have.
-const STATUSES: &[&str] = &["pending", "confirmed", "rejected", "unconfirmed"];
-
 pub(crate) async fn pool() -> anyhow::Result<PgPool> {
     let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
     let url = url.ok_or(ConfigError::Missing("DATABASE_URL"))?;
@@ -107,19 +104,21 @@ pub(crate) async fn pool() -> anyhow::Result<PgPool> {
 pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
     match cmd {
         EventsCommand::List { status, since, limit, json } => {
-            if let Some(s) = &status {
-                if !STATUSES.contains(&s.as_str()) {
-                    return Err(UsageError(format!("--status must be one of {}", STATUSES.join(", "))).into());
-                }
-            }
+            let status = status
+                .map(|s| {
+                    EventStatus::parse(&s)
+                        .ok_or_else(|| UsageError(format!("--status must be one of {}", EventStatus::choices())))
+                })
+                .transpose()?;
             if limit <= 0 {
                 return Err(UsageError("--limit must be positive".into()).into());
             }
             let since = since.as_deref().map(|s| parse_since(s, Utc::now()).context("--since")).transpose()?;
             let pool = pool().await?;
-            let rows = ops::list_events(&pool, status.as_deref(), since, limit).await.context("listing events")?;
+            let rows = ops::list_events(&pool, status, since, limit).await.context("listing events")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                let lines: Vec<store::admin::EventLine> = rows.iter().map(store::admin::EventLine).collect();
+                println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {
                 print!("{}", events_table(&rows));
             }
@@ -128,7 +127,10 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             let pool = pool().await?;
             match store::admin::recheck(&pool, &event_id).await.context("re-checking the event")? {
                 store::admin::Recheck::Queued if json => {
-                    println!("{}", serde_json::to_string_pretty(&json!({"event_id": event_id, "status": "pending"}))?)
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json!({"event_id": event_id, "status": EventStatus::Pending}))?
+                    )
                 }
                 store::admin::Recheck::Queued => {
                     println!("{event_id}: unconfirmed -> pending, one more check is due now")
@@ -175,7 +177,7 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "redriven": rows }))?);
             } else {
-                let dead = rows.iter().filter(|r| r.previous_status == "dead").count();
+                let dead = rows.iter().filter(|r| r.previous_status == DeliveryStatus::Dead).count();
                 let mut out = format!("redriven: {dead} dead deliveries back to pending\n");
                 if args.pending {
                     let _ = writeln!(out, "retried now: {} pending deliveries", rows.len() - dead);
@@ -188,7 +190,7 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
                                 r.id.to_string(),
                                 r.event_id.clone(),
                                 endpoint_label(&r.endpoint),
-                                r.previous_status.clone(),
+                                r.previous_status.to_string(),
                             ]
                         }),
                     ));
@@ -269,7 +271,7 @@ pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>
     out
 }
 
-fn events_table(rows: &[ops::EventSummary]) -> String {
+fn events_table(rows: &[store::admin::ListedEvent]) -> String {
     if rows.is_empty() {
         return "no events\n".into();
     }
@@ -283,15 +285,16 @@ fn events_table(rows: &[ops::EventSummary]) -> String {
             } else {
                 format!("{}/{} delivered", r.delivered, r.deliveries)
             };
+            let e = &r.event;
             vec![
-                r.event_id.clone(),
-                r.event_type.clone(),
-                r.status.clone(),
-                r.amount.to_string(),
-                r.currency.clone(),
-                r.mch_id.clone(),
-                r.pay_order_id.clone(),
-                time(r.created_at),
+                e.event_id.clone(),
+                e.event_type.to_string(),
+                e.status.to_string(),
+                e.amount.to_string(),
+                e.currency.as_str().to_owned(),
+                e.mch_id.to_string(),
+                e.pay_order_id.to_string(),
+                time(e.created_at),
                 deliveries,
             ]
         }),
@@ -360,7 +363,7 @@ fn event_text(d: &ops::EventDetail) -> String {
             endpoint_label(&dl.endpoint),
             dl.status,
             dl.attempts,
-            if dl.status == "pending" { time(dl.next_attempt_at) } else { "-".into() },
+            if dl.status == DeliveryStatus::Pending { time(dl.next_attempt_at) } else { "-".into() },
             opt_time(dl.delivered_at),
             opt_time(dl.dead_at),
             dl.redrive_count,

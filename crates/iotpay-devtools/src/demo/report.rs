@@ -6,10 +6,10 @@ use crate::store::{ops::EventOverview, orders::OrderView};
 pub(super) fn check(expects: &[Expect], rows: &[EventOverview], orders: &[OrderView]) -> Vec<String> {
     let mut failures = Vec::new();
     for e in expects {
-        let row = rows.iter().find(|r| r.pay_order_id == e.pay_order_id);
+        let row = rows.iter().find(|r| r.event.pay_order_id.as_str() == e.pay_order_id);
         if let Some((no, source)) = &e.order {
             let order = orders.iter().find(|o| &o.mch_order_no == no);
-            let settled_by = row.map(|r| r.event_id.as_str());
+            let settled_by = row.map(|r| r.event.event_id.as_str());
             match order {
                 Some(o)
                     if o.state == "paid"
@@ -24,28 +24,30 @@ pub(super) fn check(expects: &[Expect], rows: &[EventOverview], orders: &[OrderV
         }
         match (e.status, row) {
             ("absent", None) => {}
-            ("absent", Some(r)) => failures.push(format!("{}: stored as {} but should not exist", e.what, r.status)),
+            ("absent", Some(r)) => {
+                failures.push(format!("{}: stored as {} but should not exist", e.what, r.event.status))
+            }
             (_, None) => failures.push(format!("{}: not stored", e.what)),
             (status, Some(r)) => {
-                if r.status != status {
-                    failures.push(format!("{}: {} instead of {status}", e.what, r.status));
+                if r.event.status.as_str() != status {
+                    failures.push(format!("{}: {} instead of {status}", e.what, r.event.status));
                 }
                 if e.delivered && (r.deliveries == 0 || r.delivered < r.deliveries) {
                     failures.push(format!("{}: not delivered", e.what));
                 }
                 if !e.delivered && r.deliveries > 0 {
-                    failures.push(format!("{}: forwarded although {}", e.what, r.status));
+                    failures.push(format!("{}: forwarded although {}", e.what, r.event.status));
                 }
             }
         }
     }
     if let Some(first) =
-        rows.iter().find(|r| Some(r.pay_order_id.as_str()) == expects.first().map(|e| e.pay_order_id.as_str()))
+        rows.iter().find(|r| Some(r.event.pay_order_id.as_str()) == expects.first().map(|e| e.pay_order_id.as_str()))
     {
-        if first.notification_count < 2 || first.delivered != 1 {
+        if first.event.notification_count < 2 || first.delivered != 1 {
             failures.push(format!(
                 "re-sent payment: {} notifications, {} deliveries (expected several notifications, one delivery)",
-                first.notification_count, first.delivered
+                first.event.notification_count, first.delivered
             ));
         }
     }
@@ -59,7 +61,7 @@ pub(super) fn print_table(expects: &[Expect], rows: &[EventOverview], orders: &[
     );
     println!("{}", "-".repeat(120));
     for e in expects {
-        let line = match rows.iter().find(|r| r.pay_order_id == e.pay_order_id) {
+        let line = match rows.iter().find(|r| r.event.pay_order_id.as_str() == e.pay_order_id) {
             Some(r) => {
                 let delivery = if r.deliveries == 0 {
                     "none".to_owned()
@@ -68,14 +70,14 @@ pub(super) fn print_table(expects: &[Expect], rows: &[EventOverview], orders: &[
                 };
                 table_row([
                     e.what,
-                    &r.event_type,
-                    &r.api_version,
-                    &r.pay_order_id,
-                    &format!("{} {}", money(r.amount), r.currency),
-                    &r.status,
-                    &r.notification_count.to_string(),
+                    r.event.event_type.as_str(),
+                    r.event.api_version.as_str(),
+                    r.event.pay_order_id.as_str(),
+                    &format!("{} {}", money(r.event.amount), r.event.currency.as_str()),
+                    r.event.status.as_str(),
+                    &r.event.notification_count.to_string(),
                     &delivery,
-                    r.status_reason.as_deref().unwrap_or_else(|| note(e, orders)),
+                    r.event.status_reason.as_deref().unwrap_or_else(|| note(e, orders)),
                 ])
             }
             None => table_row([

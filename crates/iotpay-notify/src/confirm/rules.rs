@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::domain::{ApiVersion, EventType};
+use crate::domain::{ApiVersion, EventType, IotpayStatus, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryError};
 use crate::store::confirm::{ClaimedEvent, OrderAnswer};
+use crate::store::StoredEvent;
 
 /// What one check concludes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,28 +34,32 @@ pub enum Decision {
 /// - v1 (general API) only: status 4 (cancelled by the system) counts as 9 (cancelled by the payer).
 /// - status 0, 1 or any other value: retry.
 /// - `transaction.unrecognized`: never confirmed.
-pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -> Decision {
+pub fn decide(event: &StoredEvent, answer: &Result<QueriedOrder, QueryError>) -> Decision {
     if let Some(decision) = never_confirmable(event) {
         return decision;
     }
-    let event_type = EventType::parse(&event.event_type).unwrap_or(EventType::Unrecognized);
     let order = match answer {
         Err(QueryError::NotFound(msg)) => return Decision::NotFound(format!("order unknown to IOTPay: {msg}")),
         Err(e) => return Decision::Retry(e.to_string()),
         Ok(order) => order,
     };
-    if let Some(reason) = contradiction(event, event_type, order) {
+    if let Some(reason) = contradiction(event, order) {
         return Decision::Rejected(reason);
     }
-    let v1_cancelled = order.api_version == ApiVersion::V1 && order.status == 4;
-    match (event_type.is_success(), order.status) {
-        (_, 0) => Decision::Retry("IOTPay reports status 0 (pending)".into()),
-        (_, 1) => Decision::Retry("IOTPay reports status 1 (unknown)".into()),
-        (true, 2 | 3) | (false, 9) => Decision::Confirmed,
-        (false, 4) if v1_cancelled => Decision::Confirmed,
-        (true, 4) if v1_cancelled => Decision::Rejected("IOTPay reports status 4 (cancelled by the system)".into()),
-        (true, 9) => Decision::Rejected("IOTPay reports status 9 (failed)".into()),
-        (false, s @ (2 | 3)) => {
+    let status = IotpayStatus::new(order.status);
+    // Status 4 means something only in the general API; the card APIs do not document it.
+    let v1_cancelled = order.api_version == ApiVersion::V1 && status == IotpayStatus::CANCELLED_BY_SYSTEM;
+    match (event.event_type.is_success(), status) {
+        (_, IotpayStatus::PENDING) => Decision::Retry("IOTPay reports status 0 (pending)".into()),
+        (_, IotpayStatus::UNKNOWN) => Decision::Retry("IOTPay reports status 1 (unknown)".into()),
+        (true, s) if s.is_success() => Decision::Confirmed,
+        (false, IotpayStatus::FAILED) => Decision::Confirmed,
+        (false, IotpayStatus::CANCELLED_BY_SYSTEM) if v1_cancelled => Decision::Confirmed,
+        (true, IotpayStatus::CANCELLED_BY_SYSTEM) if v1_cancelled => {
+            Decision::Rejected("IOTPay reports status 4 (cancelled by the system)".into())
+        }
+        (true, IotpayStatus::FAILED) => Decision::Rejected("IOTPay reports status 9 (failed)".into()),
+        (false, s) if s.is_success() => {
             Decision::Rejected(format!("IOTPay reports status {s} (succeeded) but the notification reported a failure"))
         }
         (_, s) => Decision::Retry(format!("IOTPay reports unknown status {s}")),
@@ -63,28 +68,27 @@ pub fn decide(event: &ClaimedEvent, answer: &Result<QueriedOrder, QueryError>) -
 
 /// The decision for an event no answer could ever confirm (`transaction.unrecognized`: this
 /// service does not know what its `payType` means), so it is decided without asking IOTPay.
-pub fn never_confirmable(event: &ClaimedEvent) -> Option<Decision> {
-    match EventType::parse(&event.event_type) {
-        Some(t) if t != EventType::Unrecognized => None,
-        _ => Some(Decision::Unconfirmed(format!(
+pub fn never_confirmable(event: &StoredEvent) -> Option<Decision> {
+    (event.event_type == EventType::Unrecognized).then(|| {
+        Decision::Unconfirmed(format!(
             "{} events are never confirmed (payType {})",
             event.event_type,
             event.pay_type.as_deref().unwrap_or("none")
-        ))),
-    }
+        ))
+    })
 }
 
 /// The first field on which IOTPay's answer contradicts the event, as a reason text.
 /// A field IOTPay did not send (v2) cannot contradict; see README for which ones v2 checks.
-fn contradiction(event: &ClaimedEvent, event_type: EventType, order: &QueriedOrder) -> Option<String> {
+fn contradiction(event: &StoredEvent, order: &QueriedOrder) -> Option<String> {
     let differs = |field: &str, ours: Option<&str>, theirs: Option<&str>| {
         Some(format!("{field} differs: notification {}, IOTPay {}", ours.unwrap_or("none"), theirs.unwrap_or("none")))
     };
-    if order.pay_order_id != event.pay_order_id {
-        return differs("pay_order_id", Some(&event.pay_order_id), Some(&order.pay_order_id));
+    if order.pay_order_id != event.pay_order_id.as_str() {
+        return differs("pay_order_id", Some(event.pay_order_id.as_str()), Some(&order.pay_order_id));
     }
-    if let Some(m) = order.mch_id.as_deref().filter(|m| *m != event.mch_id) {
-        return differs("mch_id", Some(&event.mch_id), Some(m));
+    if let Some(m) = order.mch_id.as_deref().filter(|m| *m != event.mch_id.as_str()) {
+        return differs("mch_id", Some(event.mch_id.as_str()), Some(m));
     }
     if let Some(m) = order.mch_order_no.as_deref().filter(|m| *m != event.mch_order_no) {
         return differs("mch_order_no", Some(&event.mch_order_no), Some(m));
@@ -92,21 +96,18 @@ fn contradiction(event: &ClaimedEvent, event_type: EventType, order: &QueriedOrd
     if let Some(a) = order.amount.filter(|a| *a != event.amount) {
         return differs("amount", Some(&event.amount.to_string()), Some(&a.to_string()));
     }
-    if let Some(c) = order.currency.as_deref().filter(|c| !c.eq_ignore_ascii_case(&event.currency)) {
-        return differs("currency", Some(&event.currency), Some(c));
+    if let Some(c) = order.currency.as_deref().filter(|c| !c.eq_ignore_ascii_case(event.currency.as_str())) {
+        return differs("currency", Some(event.currency.as_str()), Some(c));
     }
-    let is_refund = matches!(event_type, EventType::RefundSucceeded | EventType::RefundFailed);
+    let is_refund = matches!(event.event_type, EventType::RefundSucceeded | EventType::RefundFailed);
+    let original_order_id = event.original_order_id.as_ref().map(PayOrderId::as_str);
     match order.api_version {
         ApiVersion::V3 => {
             if order.pay_type.as_deref() != event.pay_type.as_deref() {
                 return differs("pay_type", event.pay_type.as_deref(), order.pay_type.as_deref());
             }
-            if is_refund && order.original_order_id.as_deref() != event.original_order_id.as_deref() {
-                return differs(
-                    "original_order_id",
-                    event.original_order_id.as_deref(),
-                    order.original_order_id.as_deref(),
-                );
+            if is_refund && order.original_order_id.as_deref() != original_order_id {
+                return differs("original_order_id", original_order_id, order.original_order_id.as_deref());
             }
         }
         // v1 has no payType and no refunds; its mchId, mchOrderNo, amount and currency, required
@@ -165,37 +166,38 @@ pub fn backoff(checks_done: u32, first: Duration, max: Duration, jitter: f64) ->
 mod tests {
     use super::*;
 
-    fn event(event_type: &str) -> ClaimedEvent {
+    use crate::domain::MchId;
+
+    fn id(s: &str) -> PayOrderId {
+        PayOrderId::parse(s).unwrap()
+    }
+
+    fn event(event_type: &str) -> StoredEvent {
         let refund = event_type.starts_with("refund");
-        ClaimedEvent {
-            event_id: "evt_1".into(),
-            event_type: event_type.into(),
-            api_version: "v3".into(),
-            mch_id: "100".into(),
+        StoredEvent {
+            event_type: EventType::parse(event_type).unwrap(),
+            api_version: ApiVersion::V3,
+            mch_id: MchId::parse("100").unwrap(),
             mch_order_no: "o1".into(),
-            pay_order_id: "PC1".into(),
-            original_order_id: refund.then(|| "PC0".to_owned()),
+            pay_order_id: id("PC1"),
+            original_order_id: refund.then(|| id("PC0")),
             amount: 1500,
-            currency: "CAD".into(),
             pay_type: Some(if refund { "refund" } else { "pay" }.into()),
-            confirm_attempts: 1,
-            not_found_checks: 0,
-            not_found_secs: None,
-            leased_by: "t".into(),
+            ..StoredEvent::example()
         }
     }
 
-    fn order_for(e: &ClaimedEvent, status: i64) -> QueriedOrder {
+    fn order_for(e: &StoredEvent, status: i64) -> QueriedOrder {
         QueriedOrder {
-            api_version: ApiVersion::parse(&e.api_version).unwrap(),
-            pay_order_id: e.pay_order_id.clone(),
+            api_version: e.api_version,
+            pay_order_id: e.pay_order_id.to_string(),
             status,
-            mch_id: Some(e.mch_id.clone()),
+            mch_id: Some(e.mch_id.to_string()),
             mch_order_no: Some(e.mch_order_no.clone()),
             amount: Some(e.amount),
-            currency: Some(e.currency.clone()),
+            currency: Some(e.currency.as_str().to_owned()),
             pay_type: e.pay_type.clone(),
-            original_order_id: e.original_order_id.clone(),
+            original_order_id: e.original_order_id.as_ref().map(PayOrderId::to_string),
             pay_succ_time: None,
             signed: true,
         }
@@ -300,7 +302,7 @@ mod tests {
     #[test]
     fn v2_checks_what_the_order_carries() {
         let mut e = event("payment.succeeded");
-        e.api_version = "v2".into();
+        e.api_version = ApiVersion::V2;
         e.pay_type = None;
         let mut o = order_for(&e, 3);
         (o.mch_id, o.amount, o.currency, o.pay_type) = (None, None, None, None);
@@ -319,7 +321,13 @@ mod tests {
     #[test]
     fn not_found_rejects_only_after_enough_checks_over_enough_time() {
         let min_age = Duration::from_secs(600);
-        let mut e = event("payment.succeeded");
+        let mut e = ClaimedEvent {
+            event: event("payment.succeeded"),
+            confirm_attempts: 1,
+            not_found_checks: 0,
+            not_found_secs: None,
+            leased_by: "t".into(),
+        };
         let at = |e: &ClaimedEvent| settle_not_found(e, "order unknown to IOTPay: x", 3, min_age);
         assert!(matches!(at(&e), Decision::Retry(r) if r.contains("check 1 of at least 3")));
         e.not_found_secs = Some(10_000);
@@ -349,7 +357,7 @@ mod tests {
     #[test]
     fn v1_rules() {
         let mut e = event("payment.succeeded");
-        (e.api_version, e.pay_type, e.pay_order_id) = ("v1".into(), None, "WJ1".into());
+        (e.api_version, e.pay_type, e.pay_order_id) = (ApiVersion::V1, None, id("WJ1"));
         assert_eq!(decide(&e, &Ok(order_for(&e, 2))), Decision::Confirmed);
         assert_eq!(decide(&e, &Ok(order_for(&e, 3))), Decision::Confirmed);
         rejected(decide(&e, &Ok(order_for(&e, 4))), "status 4 (cancelled by the system)");
@@ -371,7 +379,7 @@ mod tests {
         }
         // A v1 payment IOTPay calls failed is confirmed only as that failure.
         let mut failed = e.clone();
-        failed.event_type = "payment.failed".into();
+        failed.event_type = EventType::PaymentFailed;
         assert_eq!(decide(&failed, &Ok(order_for(&failed, 4))), Decision::Confirmed);
         assert_eq!(decide(&failed, &Ok(order_for(&failed, 9))), Decision::Confirmed);
         rejected(decide(&failed, &Ok(order_for(&failed, 2))), "succeeded");

@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::rules::{backoff, decide, never_confirmable, order_answer, settle_not_found, Decision};
 use super::settings::ConfirmSettings;
 use crate::config::Config;
-use crate::domain::{ApiVersion, MchId, PayOrderId};
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError};
 use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, OrderAnswer, Verdict, PENDING_CHANNEL};
 use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoredEvent};
 
 /// How long a stopping worker waits for in-flight checks before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -190,11 +189,11 @@ impl Confirmer {
     /// The query slot is given back before the decision commits: the slot bounds the load on
     /// IOTPay, and the lease, not the slot, protects the event until its decision is recorded.
     async fn check(&self, event: ClaimedEvent, slot: Slot) {
-        let (decision, answer) = match never_confirmable(&event) {
+        let (decision, answer) = match never_confirmable(&event.event) {
             Some(decision) => (decision, OrderAnswer::Unknown),
             None => {
-                let answer = self.query(&event).await;
-                (decide(&event, &answer), order_answer(&answer))
+                let answer = self.query(&event.event).await;
+                (decide(&event.event, &answer), order_answer(&answer))
             }
         };
         let decision = match decision {
@@ -224,7 +223,8 @@ impl Confirmer {
                 ),
             },
         };
-        let decided = Decided { event_id: event.event_id.clone(), token: event.leased_by.clone(), verdict, answer };
+        let decided =
+            Decided { event_id: event.event.event_id.clone(), token: event.leased_by.clone(), verdict, answer };
         let applied = self.decisions.submit(decided).await;
         let outcome = match &applied {
             Ok(Applied::Confirmed { .. }) => "confirmed",
@@ -235,7 +235,8 @@ impl Confirmer {
             Err(_) => "store_error",
         };
         metrics::counter!("iotpay_confirmations_total", "outcome" => outcome).increment(1);
-        let (id, mch, order, attempt) = (&event.event_id, &event.mch_id, &event.pay_order_id, event.confirm_attempts);
+        let (id, mch, order) = (&event.event.event_id, &event.event.mch_id, &event.event.pay_order_id);
+        let attempt = event.confirm_attempts;
         match (applied, &decision) {
             (Ok(Applied::Confirmed { deliveries }), _) => {
                 tracing::info!(event_id = %id, mch_id = %mch, pay_order_id = %order, attempt, deliveries, "event confirmed")
@@ -262,16 +263,10 @@ impl Confirmer {
         }
     }
 
-    async fn query(&self, event: &ClaimedEvent) -> Result<QueriedOrder, QueryError> {
-        let (Some(version), Ok(mch_id), Ok(pay_order_id)) = (
-            ApiVersion::parse(&event.api_version),
-            MchId::parse(&event.mch_id),
-            PayOrderId::parse(&event.pay_order_id),
-        ) else {
-            return Err(QueryError::Unparseable("stored event has an invalid api_version or id".into()));
-        };
+    async fn query(&self, event: &StoredEvent) -> Result<QueriedOrder, QueryError> {
+        let version = event.api_version;
         let started = Instant::now();
-        let answer = self.client.query(version, &mch_id, &pay_order_id).await;
+        let answer = self.client.query(version, &event.mch_id, &event.pay_order_id).await;
         let result = match &answer {
             Ok(_) => "ok",
             Err(e) => e.kind(),

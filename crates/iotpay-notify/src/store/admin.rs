@@ -3,16 +3,19 @@
 //! operator commands' own ([`super::ops`]).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::ser::SerializeStruct as _;
+use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 
 use super::confirm::PENDING_CHANNEL;
+use super::row::{event_columns, serialize_fields};
+use super::{EventStatus, StoredEvent};
 
 /// Filters of the event list; every filter that is set must match.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    /// `pending`, `confirmed`, `rejected` or `unconfirmed`.
-    pub status: Option<String>,
+    /// The event's status.
+    pub status: Option<EventStatus>,
     /// `payment.succeeded`, ...
     pub event_type: Option<String>,
     /// `v3`, `v2`, ...
@@ -40,43 +43,44 @@ pub struct Cursor {
     pub event_id: String,
 }
 
-/// One event of the list.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct EventRow {
-    /// Event id.
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// API version.
-    pub api_version: String,
-    /// pending / confirmed / rejected / unconfirmed.
-    pub status: String,
-    /// Why rejected / unconfirmed.
-    pub status_reason: Option<String>,
-    /// Merchant id.
-    pub mch_id: String,
-    /// The merchant's order number.
-    pub mch_order_no: String,
-    /// IOTPay's order id.
-    pub pay_order_id: String,
-    /// The refunded payment (refunds).
-    pub original_order_id: Option<String>,
-    /// Cents.
-    pub amount: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Valid notifications received.
-    pub notification_count: i32,
-    /// First stored.
-    pub created_at: DateTime<Utc>,
-    /// Confirmed.
-    pub confirmed_at: Option<DateTime<Utc>>,
+/// One event of a list, with its deliveries (one per endpoint) counted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedEvent {
+    /// The event.
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
     /// Deliveries (one per endpoint).
     pub deliveries: i64,
     /// Of which delivered.
     pub delivered: i64,
     /// Of which dead.
     pub dead: i64,
+}
+
+/// The API's document of a listed event (`EventSummary` in openapi.json).
+impl Serialize for ListedEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("EventSummary", 17)?;
+        serialize_fields!(out, self.event;
+            event_id, event_type, api_version, status, status_reason, mch_id, mch_order_no, pay_order_id,
+            original_order_id, amount, currency, notification_count, created_at, confirmed_at);
+        serialize_fields!(out, self; deliveries, delivered, dead);
+        out.end()
+    }
+}
+
+/// One line of `events list`: `--json` prints these fields of the listed event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLine<'a>(pub &'a ListedEvent);
+
+impl Serialize for EventLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("EventLine", 12)?;
+        serialize_fields!(out, self.0.event;
+            event_id, event_type, status, amount, currency, mch_id, pay_order_id, created_at, confirmed_at);
+        serialize_fields!(out, self.0; deliveries, delivered, dead);
+        out.end()
+    }
 }
 
 /// A page of events, newest first, strictly after `after`; one more row than `limit` is read so
@@ -88,12 +92,11 @@ pub async fn list_events(
     filter: &EventFilter,
     after: Option<&Cursor>,
     limit: i64,
-) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT e.event_id, e.event_type, e.api_version, e.status, e.status_reason, e.mch_id, e.mch_order_no,
-                e.pay_order_id, e.original_order_id, e.amount, e.currency, e.notification_count,
-                e.created_at, e.confirmed_at,
-                COALESCE(d.deliveries, 0) AS deliveries, COALESCE(d.delivered, 0) AS delivered,
+) -> Result<Vec<ListedEvent>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!("e"),
+        ", COALESCE(d.deliveries, 0) AS deliveries, COALESCE(d.delivered, 0) AS delivered,
                 COALESCE(d.dead, 0) AS dead
            FROM (SELECT * FROM payment_events
                   WHERE ($1::text IS NULL OR status = $1)
@@ -115,8 +118,8 @@ pub async fn list_events(
                        count(*) FILTER (WHERE status = 'dead') AS dead
                   FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
           ORDER BY e.created_at DESC, e.event_id DESC",
-    )
-    .bind(&filter.status)
+    ))
+    .bind(filter.status.map(EventStatus::as_str))
     .bind(&filter.event_type)
     .bind(&filter.api_version)
     .bind(&filter.mch_id)
@@ -140,7 +143,7 @@ pub enum Recheck {
     /// No such event.
     Unknown,
     /// The event has this other status; nothing changed.
-    NotUnconfirmed(String),
+    NotUnconfirmed(EventStatus),
 }
 
 /// Puts an `unconfirmed` event back to `pending`, due now, and wakes the confirmation workers.
@@ -148,13 +151,14 @@ pub enum Recheck {
 /// answer decides it, an inconclusive one makes it `unconfirmed` again.
 pub async fn recheck(pool: &PgPool, event_id: &str) -> Result<Recheck, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM payment_events WHERE event_id = $1 FOR UPDATE")
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let status: Option<EventStatus> =
+        sqlx::query_scalar("SELECT status FROM payment_events WHERE event_id = $1 FOR UPDATE")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let outcome = match status {
         None => Recheck::Unknown,
-        Some(s) if s != "unconfirmed" => Recheck::NotUnconfirmed(s),
+        Some(s) if s != EventStatus::Unconfirmed => Recheck::NotUnconfirmed(s),
         Some(_) => {
             sqlx::query(
                 "UPDATE payment_events
@@ -187,6 +191,18 @@ pub struct StatusCounts {
     pub rejected: i64,
     /// Gave up asking.
     pub unconfirmed: i64,
+}
+
+impl StatusCounts {
+    /// The count of one status.
+    pub fn get(&self, status: EventStatus) -> i64 {
+        match status {
+            EventStatus::Pending => self.pending,
+            EventStatus::Confirmed => self.confirmed,
+            EventStatus::Rejected => self.rejected,
+            EventStatus::Unconfirmed => self.unconfirmed,
+        }
+    }
 }
 
 /// The forwarding state of one endpoint.
@@ -239,17 +255,17 @@ pub struct Stats {
 
 /// Events per status only (the console's live counts).
 pub async fn status_counts(pool: &PgPool) -> Result<StatusCounts, sqlx::Error> {
-    let rows: Vec<(String, i64)> =
+    let rows: Vec<(EventStatus, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM payment_events GROUP BY status").fetch_all(pool).await?;
     let mut c = StatusCounts::default();
     for (status, n) in rows {
-        match status.as_str() {
-            "pending" => c.pending = n,
-            "confirmed" => c.confirmed = n,
-            "rejected" => c.rejected = n,
-            "unconfirmed" => c.unconfirmed = n,
-            _ => {}
-        }
+        let count = match status {
+            EventStatus::Pending => &mut c.pending,
+            EventStatus::Confirmed => &mut c.confirmed,
+            EventStatus::Rejected => &mut c.rejected,
+            EventStatus::Unconfirmed => &mut c.unconfirmed,
+        };
+        *count = n;
     }
     Ok(c)
 }
@@ -315,4 +331,38 @@ pub async fn stats(pool: &PgPool) -> Result<Stats, sqlx::Error> {
     .await?;
     let generated_at = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     Ok(Stats { generated_at, events, endpoints, per_minute })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed() -> ListedEvent {
+        let event = StoredEvent { status_reason: Some("why".into()), ..StoredEvent::example() };
+        ListedEvent { event, deliveries: 2, delivered: 1, dead: 1 }
+    }
+
+    #[test]
+    fn the_api_document_of_a_listed_event_is_pinned() {
+        // openapi.json `EventSummary`: these fields in this order, times as chrono writes them.
+        let expected = concat!(
+            r#"{"event_id":"evt_1","event_type":"refund.succeeded","api_version":"v3","status":"confirmed","#,
+            r#""status_reason":"why","mch_id":"10000701","mch_order_no":"r-1","pay_order_id":"R1","#,
+            r#""original_order_id":"P1","amount":500,"currency":"CAD","notification_count":1,"#,
+            r#""created_at":"2026-01-02T03:04:05.678Z","confirmed_at":"2026-01-02T03:04:07.678Z","#,
+            r#""deliveries":2,"delivered":1,"dead":1}"#
+        );
+        assert_eq!(serde_json::to_string(&listed()).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_events_list_json_line_is_pinned() {
+        // README's `events list --json`.
+        let expected = concat!(
+            r#"{"event_id":"evt_1","event_type":"refund.succeeded","status":"confirmed","amount":500,"#,
+            r#""currency":"CAD","mch_id":"10000701","pay_order_id":"R1","created_at":"2026-01-02T03:04:05.678Z","#,
+            r#""confirmed_at":"2026-01-02T03:04:07.678Z","deliveries":2,"delivered":1,"dead":1}"#
+        );
+        assert_eq!(serde_json::to_string(&EventLine(&listed())).unwrap(), expected);
+    }
 }

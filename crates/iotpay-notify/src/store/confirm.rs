@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 
-use super::{deliveries, StoreError};
+use super::row::event_columns;
+use super::{deliveries, EventStatus, StoreError, StoredEvent};
 
 /// Channel notified (by a trigger, migration 0003) when an event row is inserted.
 pub const PENDING_CHANNEL: &str = "iotpay_events_pending";
@@ -21,26 +22,9 @@ pub const CONFIRMED_CHANNEL: &str = "payment_events_confirmed";
 /// A pending event claimed for one check.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ClaimedEvent {
-    /// The event's id.
-    pub event_id: String,
-    /// `payment.succeeded`, ...
-    pub event_type: String,
-    /// `v3` or `v2`.
-    pub api_version: String,
-    /// The merchant.
-    pub mch_id: String,
-    /// The merchant's order id.
-    pub mch_order_no: String,
-    /// IOTPay's id of the transaction.
-    pub pay_order_id: String,
-    /// The refunded payment (refunds).
-    pub original_order_id: Option<String>,
-    /// Amount in cents.
-    pub amount: i64,
-    /// Currency code.
-    pub currency: String,
-    /// v3 `payType` as notified.
-    pub pay_type: Option<String>,
+    /// The event as stored.
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
     /// Checks so far, this one included.
     pub confirm_attempts: i32,
     /// Earlier checks, in a row, on which IOTPay answered that it does not know the order (an
@@ -100,7 +84,7 @@ pub async fn claim_due(
     token: &str,
 ) -> Result<Vec<ClaimedEvent>, StoreError> {
     let mut tx = super::begin_queue_tx(pool).await?;
-    let claimed = sqlx::query_as::<_, ClaimedEvent>(
+    let claimed = sqlx::query_as::<_, ClaimedEvent>(concat!(
         r#"
         WITH due AS (
             SELECT event_id FROM payment_events
@@ -118,12 +102,10 @@ pub async fn claim_due(
                last_checked_at = now()
           FROM due
          WHERE p.event_id = due.event_id
-        RETURNING p.event_id, p.event_type, p.api_version, p.mch_id, p.mch_order_no, p.pay_order_id,
-                  p.original_order_id, p.amount, p.currency, p.pay_type, p.confirm_attempts, p.leased_by,
-                  p.not_found_checks,
-                  floor(EXTRACT(EPOCH FROM now() - p.first_not_found_at))::bigint AS not_found_secs
-        "#,
-    )
+        RETURNING p.confirm_attempts, p.leased_by, p.not_found_checks,
+                  floor(EXTRACT(EPOCH FROM now() - p.first_not_found_at))::bigint AS not_found_secs, "#,
+        event_columns!("p")
+    ))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(millis(lease))
     .bind(token)
@@ -212,9 +194,10 @@ pub async fn apply_batch(
         ids.push(d.event_id.as_str());
         tokens.push(d.token.as_str());
         let (kind, reason, give_up, delay) = match &d.verdict {
-            Verdict::Confirmed => ("confirmed", None, None, 0),
-            Verdict::Rejected(r) => ("rejected", Some(r), None, 0),
-            Verdict::Unconfirmed(r) => ("unconfirmed", Some(r), None, 0),
+            // A decision's kind is the status it sets, or `retry` (the SQL settles that one).
+            Verdict::Confirmed => (EventStatus::Confirmed.as_str(), None, None, 0),
+            Verdict::Rejected(r) => (EventStatus::Rejected.as_str(), Some(r), None, 0),
+            Verdict::Unconfirmed(r) => (EventStatus::Unconfirmed.as_str(), Some(r), None, 0),
             Verdict::Retry { reason, delay, give_up_reason } => {
                 ("retry", Some(reason), Some(give_up_reason), millis(*delay))
             }
@@ -303,12 +286,11 @@ pub async fn apply_batch(
     tx.commit().await?;
     let mut outcome: HashMap<(String, String), Applied> = HashMap::with_capacity(rows.len());
     for row in rows {
-        let status: String = row.try_get("status")?;
-        let applied = match status.as_str() {
-            "confirmed" => Applied::Confirmed { deliveries: row.try_get::<i64, _>("deliveries")? as u64 },
-            "rejected" => Applied::Rejected,
-            "unconfirmed" => Applied::Unconfirmed,
-            _ => Applied::Rescheduled,
+        let applied = match row.try_get("status")? {
+            EventStatus::Confirmed => Applied::Confirmed { deliveries: row.try_get::<i64, _>("deliveries")? as u64 },
+            EventStatus::Rejected => Applied::Rejected,
+            EventStatus::Unconfirmed => Applied::Unconfirmed,
+            EventStatus::Pending => Applied::Rescheduled,
         };
         outcome.insert((row.try_get("event_id")?, row.try_get("token")?), applied);
     }

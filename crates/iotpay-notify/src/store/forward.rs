@@ -5,65 +5,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-/// The confirmed event a delivery carries, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EventRow {
-    /// Stable id (the `webhook-id`).
-    pub event_id: String,
-    /// `payment.succeeded`, ...
-    pub event_type: String,
-    /// `v3`, `v2` or `v1`.
-    pub api_version: String,
-    /// Merchant id.
-    pub mch_id: String,
-    /// Merchant's order id.
-    pub mch_order_no: String,
-    /// IOTPay's order id.
-    pub pay_order_id: String,
-    /// Refunded payment's order id.
-    pub original_order_id: Option<String>,
-    /// Cents.
-    pub amount: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Always `confirmed` here (the claim checks it).
-    pub status: String,
-    /// `notification` or `reconciliation` (found by querying IOTPay, no notification arrived).
-    pub source: String,
-    /// IOTPay's numeric status.
-    pub iotpay_status: i32,
-    /// IOTPay's `payType`.
-    pub pay_type: Option<String>,
-    /// Refundable cents left.
-    pub refundable: Option<i64>,
-    /// `paySuccTime` as sent.
-    pub pay_succ_time_raw: Option<String>,
-    /// `paySuccTime` resolved.
-    pub pay_succ_at: Option<DateTime<Utc>>,
-    /// Masked card number.
-    pub card_num: Option<String>,
-    /// Card brand (v2).
-    pub card_type: Option<String>,
-    /// Card expiry (MMYY).
-    pub expiry_date: Option<String>,
-    /// Payment channel.
-    pub channel: Option<String>,
-    /// Invoice number.
-    pub invoice_num: Option<String>,
-    /// Authorization number.
-    pub auth_num: Option<String>,
-    /// Processor transaction number.
-    pub trans_num: Option<String>,
-    /// v1: WeChat Pay's / Alipay's own transaction number.
-    pub channel_order_no: Option<String>,
-    /// First stored.
-    pub created_at: DateTime<Utc>,
-    /// Confirmed.
-    pub confirmed_at: Option<DateTime<Utc>>,
-}
+use super::row::event_columns;
+use super::{DeliveryStatus, StoredEvent};
 
 /// A delivery claimed by this worker until its lease expires.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     /// Delivery id.
     pub delivery_id: i64,
@@ -73,18 +19,9 @@ pub struct Claimed {
     pub attempts: i32,
     /// Proof of the claim, required to record the result.
     pub lease_token: String,
-    /// The event to send.
-    pub event: EventRow,
-}
-
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    delivery_id: i64,
-    endpoint: String,
-    attempts: i32,
-    lease_token: String,
+    /// The event to send (always `confirmed`: the claim checks it).
     #[sqlx(flatten)]
-    event: EventRow,
+    pub event: StoredEvent,
 }
 
 /// Claims up to `limit` due deliveries of `endpoint` whose event is `confirmed`, skipping rows
@@ -97,7 +34,7 @@ pub async fn claim(
     worker: &str,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut tx = super::begin_queue_tx(pool).await?;
-    let rows: Vec<ClaimedRow> = sqlx::query_as(
+    let claimed: Vec<Claimed> = sqlx::query_as(concat!(
         r#"
         WITH due AS (
             SELECT d.id
@@ -121,14 +58,9 @@ pub async fn claim(
                updated_at = now()
           FROM due, payment_events e
          WHERE d.id = due.id AND e.event_id = d.event_id
-        RETURNING d.id AS delivery_id, d.endpoint, d.attempts, d.lease_token::text AS lease_token,
-                  e.event_id, e.event_type, e.api_version, e.mch_id, e.mch_order_no, e.pay_order_id,
-                  e.original_order_id, e.amount, e.currency, e.status, e.iotpay_status, e.pay_type,
-                  e.refundable, e.pay_succ_time_raw, e.pay_succ_at, e.card_num, e.card_type,
-                  e.expiry_date, e.channel, e.invoice_num, e.auth_num, e.trans_num, e.channel_order_no,
-                  e.created_at, e.confirmed_at, e.source
-        "#,
-    )
+        RETURNING d.id AS delivery_id, d.endpoint, d.attempts, d.lease_token::text AS lease_token, "#,
+        event_columns!("e")
+    ))
     .bind(endpoint)
     .bind(limit as i64)
     .bind(lease.as_millis() as f64)
@@ -140,16 +72,7 @@ pub async fn claim(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Claimed {
-            delivery_id: r.delivery_id,
-            endpoint: r.endpoint,
-            attempts: r.attempts,
-            lease_token: r.lease_token,
-            event: r.event,
-        })
-        .collect())
+    Ok(claimed)
 }
 
 /// What the delivery becomes after an attempt.
@@ -216,9 +139,9 @@ pub async fn record_batch(pool: &PgPool, attempts: &[Attempt]) -> Result<Vec<boo
     let (nexts, delays): (Vec<&str>, Vec<f64>) = attempts
         .iter()
         .map(|a| match a.next {
-            Next::Delivered => ("delivered", 0.0),
-            Next::Retry(d) => ("pending", d.as_millis() as f64),
-            Next::Dead => ("dead", 0.0),
+            Next::Delivered => (DeliveryStatus::Delivered.as_str(), 0.0),
+            Next::Retry(d) => (DeliveryStatus::Pending.as_str(), d.as_millis() as f64),
+            Next::Dead => (DeliveryStatus::Dead.as_str(), 0.0),
         })
         .unzip();
     let mut tx = super::begin_queue_tx(pool).await?;

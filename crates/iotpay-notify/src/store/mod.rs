@@ -1,4 +1,5 @@
-//! All SQL lives here: connection pool, migrations, and one submodule per table family.
+//! All SQL lives here: connection pool, migrations, and one submodule per table family, with the
+//! one typed event row they read ([`row::StoredEvent`]) and the rows' statuses ([`status`]).
 
 pub mod admin;
 pub mod confirm;
@@ -13,6 +14,8 @@ pub mod orphans;
 pub mod reach;
 pub mod reconcile;
 pub mod retention;
+pub mod row;
+pub mod status;
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub use events::{record_batch, record_notification, NewNotification, Recorded};
+pub use row::StoredEvent;
+pub use status::{DeliveryStatus, EventStatus};
 
 /// The embedded migrations under `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -4,48 +4,23 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::admin::ListedEvent;
 use super::deliveries::DELIVERIES_CHANNEL;
-
-/// One line of `events list`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct EventSummary {
-    /// Event id.
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// pending / confirmed / rejected / unconfirmed.
-    pub status: String,
-    /// Cents.
-    pub amount: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Merchant id.
-    pub mch_id: String,
-    /// IOTPay's order id.
-    pub pay_order_id: String,
-    /// First stored.
-    pub created_at: DateTime<Utc>,
-    /// Confirmed.
-    pub confirmed_at: Option<DateTime<Utc>>,
-    /// Deliveries of the event (one per endpoint).
-    pub deliveries: i64,
-    /// Of which delivered.
-    pub delivered: i64,
-    /// Of which dead.
-    pub dead: i64,
-}
+use super::row::event_columns;
+use super::{DeliveryStatus, EventStatus, StoredEvent};
 
 /// Events, newest first, optionally by status and creation time.
 pub async fn list_events(
     pool: &PgPool,
-    status: Option<&str>,
+    status: Option<EventStatus>,
     since: Option<DateTime<Utc>>,
     limit: i64,
-) -> Result<Vec<EventSummary>, sqlx::Error> {
-    sqlx::query_as(
-        // The page of events first, then the counts of just those: cheap on a large table.
-        "SELECT e.event_id, e.event_type, e.status, e.amount, e.currency, e.mch_id, e.pay_order_id,
-                e.created_at, e.confirmed_at, d.deliveries, d.delivered, d.dead
+) -> Result<Vec<ListedEvent>, sqlx::Error> {
+    // The page of events first, then the counts of just those: cheap on a large table.
+    sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!("e"),
+        ", d.deliveries, d.delivered, d.dead
            FROM (SELECT * FROM payment_events
                   WHERE ($1::text IS NULL OR status = $1)
                     AND ($2::timestamptz IS NULL OR created_at >= $2)
@@ -57,8 +32,8 @@ pub async fn list_events(
                        count(*) FILTER (WHERE status = 'dead') AS dead
                   FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
           ORDER BY e.created_at DESC, e.event_id",
-    )
-    .bind(status)
+    ))
+    .bind(status.map(EventStatus::as_str))
     .bind(since)
     .bind(limit)
     .fetch_all(pool)
@@ -141,8 +116,8 @@ pub struct DeliveryRow {
     /// Target URL (user-info masked when printed).
     #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
-    /// pending / delivered / dead.
-    pub status: String,
+    /// Where the delivery is.
+    pub status: DeliveryStatus,
     /// Attempts in the current schedule.
     pub attempts: i32,
     /// Next try (pending).
@@ -250,7 +225,7 @@ pub struct Redriven {
     #[serde(serialize_with = "crate::redact::serialize_masked_url")]
     pub endpoint: String,
     /// `dead` (now pending with a fresh schedule) or `pending` (now due at once).
-    pub previous_status: String,
+    pub previous_status: DeliveryStatus,
 }
 
 /// Which deliveries [`redrive`] takes: every filter that is set must match.
@@ -328,26 +303,11 @@ pub async fn delivery_endpoint(pool: &PgPool, id: i64) -> Result<Option<String>,
 }
 
 /// One event with its delivery totals, for a compact report (the demo's final table).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventOverview {
-    /// Event id.
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// v3 or v2.
-    pub api_version: String,
-    /// IOTPay's order id.
-    pub pay_order_id: String,
-    /// Cents.
-    pub amount: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// pending / confirmed / rejected / unconfirmed.
-    pub status: String,
-    /// Why rejected / unconfirmed.
-    pub status_reason: Option<String>,
-    /// Valid notifications received.
-    pub notification_count: i32,
+    /// The event.
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
     /// Deliveries (one per endpoint).
     pub deliveries: i64,
     /// Of which delivered.
@@ -358,10 +318,10 @@ pub struct EventOverview {
 
 /// Overview of the events of the given IOTPay order ids, oldest first.
 pub async fn event_overview(pool: &PgPool, pay_order_ids: &[String]) -> Result<Vec<EventOverview>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT e.event_id, e.event_type, e.api_version, e.pay_order_id, e.amount, e.currency, e.status,
-                e.status_reason, e.notification_count,
-                count(d.id) AS deliveries,
+    sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!("e"),
+        ", count(d.id) AS deliveries,
                 count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
                 (SELECT count(*) FROM delivery_attempts a JOIN deliveries d2 ON d2.id = a.delivery_id
                   WHERE d2.event_id = e.event_id) AS attempts
@@ -370,7 +330,7 @@ pub async fn event_overview(pool: &PgPool, pay_order_ids: &[String]) -> Result<V
           WHERE e.pay_order_id = ANY($1)
           GROUP BY e.event_id
           ORDER BY e.created_at, e.event_id",
-    )
+    ))
     .bind(pay_order_ids)
     .fetch_all(pool)
     .await

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::{begin_queue_tx, StoreError};
+use super::row::event_columns;
+use super::{begin_queue_tx, EventStatus, StoreError, StoredEvent};
+use crate::domain::EventType;
 
 mod found;
 use found::store_found;
@@ -162,36 +164,24 @@ pub async fn claim_due(
         // transaction, a subquery that picks the oldest event walked a whole status index.
         let mchs: Vec<&str> = orders.iter().map(|o| o.mch_id.as_str()).collect();
         let nos: Vec<&str> = orders.iter().map(|o| o.mch_order_no.as_str()).collect();
-        let events: Vec<StoredEvent> = sqlx::query_as(
-            "SELECT e.mch_id, e.mch_order_no, e.event_id, e.event_type, e.status, e.amount, e.currency, e.created_at
-               FROM unnest($1::text[], $2::text[]) AS o(mch_id, mch_order_no)
+        let events: Vec<StoredEvent> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!("e"),
+            " FROM unnest($1::text[], $2::text[]) AS o(mch_id, mch_order_no)
                JOIN payment_events e ON e.mch_id = o.mch_id AND e.mch_order_no = o.mch_order_no
               WHERE e.event_type IN ('payment.succeeded', 'payment.failed')",
-        )
+        ))
         .bind(&mchs)
         .bind(&nos)
         .fetch_all(&mut *tx)
         .await?;
         for order in &mut orders {
             let (mch, no) = (order.mch_id.clone(), order.mch_order_no.clone());
-            order.read_events(events.iter().filter(|e| e.mch_id == mch && e.mch_order_no == no));
+            order.read_events(events.iter().filter(|e| e.mch_id.as_str() == mch && e.mch_order_no == no));
         }
     }
     tx.commit().await?;
     Ok(orders)
-}
-
-/// A payment event of a claimed order.
-#[derive(sqlx::FromRow)]
-struct StoredEvent {
-    mch_id: String,
-    mch_order_no: String,
-    event_id: String,
-    event_type: String,
-    status: String,
-    amount: i64,
-    currency: String,
-    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ClaimedOrder {
@@ -200,12 +190,12 @@ impl ClaimedOrder {
         let mut events: Vec<&StoredEvent> = events.collect();
         events.sort_by(|a, b| (a.created_at, &a.event_id).cmp(&(b.created_at, &b.event_id)));
         let first = |pick: &dyn Fn(&StoredEvent) -> bool| events.iter().find(|e| pick(e)).map(|e| e.event_id.clone());
-        let paid = |e: &StoredEvent| e.event_type == "payment.succeeded" && e.status == "confirmed";
-        let agrees = |e: &StoredEvent| e.amount == self.amount && e.currency == self.currency;
+        let paid = |e: &StoredEvent| e.event_type == EventType::PaymentSucceeded && e.status == EventStatus::Confirmed;
+        let agrees = |e: &StoredEvent| e.amount == self.amount && e.currency.as_str() == self.currency;
         self.paid_event = first(&|e| paid(e) && agrees(e));
         self.contradicting_event = first(&|e| paid(e) && !agrees(e));
-        self.failed_event = first(&|e| e.event_type == "payment.failed" && e.status == "confirmed");
-        self.notification_pending = events.iter().any(|e| e.status == "pending");
+        self.failed_event = first(&|e| e.event_type == EventType::PaymentFailed && e.status == EventStatus::Confirmed);
+        self.notification_pending = events.iter().any(|e| e.status == EventStatus::Pending);
     }
 }
 

@@ -9,11 +9,9 @@ use serde_json::{json, Value};
 use super::input;
 use crate::admin::error::ApiError;
 use crate::admin::AdminState;
-use crate::store::admin::{self as queries, Cursor, EventFilter, EventRow, Recheck};
-use crate::store::ops;
+use crate::store::admin::{self as queries, Cursor, EventFilter, ListedEvent, Recheck};
+use crate::store::{ops, EventStatus};
 
-/// Event statuses.
-pub const STATUSES: &[&str] = &["pending", "confirmed", "rejected", "unconfirmed"];
 /// API versions an event can have.
 pub const API_VERSIONS: &[&str] = &["v1", "v2", "v3"];
 /// Default and largest page.
@@ -24,7 +22,7 @@ const MAX_LIMIT: i64 = 500;
 #[derive(Debug, serde::Serialize)]
 pub struct EventPage {
     /// Newest first.
-    pub events: Vec<EventRow>,
+    pub events: Vec<ListedEvent>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -59,12 +57,13 @@ impl ListQuery {
             ],
         )?;
         let text = |k: &str| q.get(k).map(|v| input::text(k, v)).transpose();
-        let status = q.get("status").cloned();
-        if let Some(s) = &status {
-            if !STATUSES.contains(&s.as_str()) {
-                return Err(ApiError::field("status", format!("expected one of {}", STATUSES.join(", "))));
-            }
-        }
+        let status = q
+            .get("status")
+            .map(|s| {
+                EventStatus::parse(s)
+                    .ok_or_else(|| ApiError::field("status", format!("expected one of {}", EventStatus::choices())))
+            })
+            .transpose()?;
         let api_version = q.get("api_version").cloned();
         if let Some(v) = &api_version {
             if !API_VERSIONS.contains(&v.as_str()) {
@@ -98,9 +97,10 @@ impl ListQuery {
         let more = events.len() as i64 > self.limit;
         events.truncate(self.limit as usize);
         let next_cursor = match (more, events.last()) {
-            (true, Some(last)) => {
-                Some(input::encode_cursor(&Cursor { created_at: last.created_at, event_id: last.event_id.clone() }))
-            }
+            (true, Some(last)) => Some(input::encode_cursor(&Cursor {
+                created_at: last.event.created_at,
+                event_id: last.event.event_id.clone(),
+            })),
             _ => None,
         };
         Ok(EventPage { events, next_cursor })
@@ -141,7 +141,7 @@ pub async fn recheck(
     match queries::recheck(&state.pool, &event_id).await? {
         Recheck::Queued => {
             tracing::info!(event_id, "operator re-check: unconfirmed event back to pending");
-            Ok(Json(json!({ "event_id": event_id, "status": "pending" })))
+            Ok(Json(json!({ "event_id": event_id, "status": EventStatus::Pending })))
         }
         Recheck::Unknown => Err(ApiError::NotFound(format!("no event {event_id}"))),
         Recheck::NotUnconfirmed(status) => {

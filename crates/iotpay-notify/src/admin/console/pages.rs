@@ -7,8 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{chart, Session};
 use crate::forward::worker::endpoint_label;
-use crate::store::admin::{EventRow, Stats, StatusCounts};
+use crate::store::admin::{ListedEvent, Stats, StatusCounts};
 use crate::store::ops::EventDetail;
+use crate::store::{DeliveryStatus, EventStatus};
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -83,16 +84,12 @@ pub fn login(error: Option<&str>) -> String {
     )
 }
 
-fn counts_bar(counts: &StatusCounts, status: &str) -> String {
+fn counts_bar(counts: &StatusCounts, status: Option<EventStatus>) -> String {
     let mut out =
         String::from("<ul class=\"counts\" data-live-counts aria-live=\"polite\" aria-label=\"Events by status\">");
-    for (name, n) in [
-        ("pending", counts.pending),
-        ("confirmed", counts.confirmed),
-        ("rejected", counts.rejected),
-        ("unconfirmed", counts.unconfirmed),
-    ] {
-        let current = if status == name { " aria-current=\"true\"" } else { "" };
+    for s in EventStatus::ALL {
+        let (name, n) = (s.as_str(), counts.get(s));
+        let current = if status == Some(s) { " aria-current=\"true\"" } else { "" };
         let _ = write!(
             out,
             "<li><a href=\"/events?status={name}\"{current}><span class=\"badge {name}\">{name}</span> <strong data-count=\"{name}\">{n}</strong></a></li>"
@@ -114,16 +111,16 @@ fn money(cents: i64, currency: &str) -> String {
 pub fn events(
     session: &Session,
     q: &str,
-    status: &str,
+    status: Option<EventStatus>,
     counts: &StatusCounts,
-    rows: &[EventRow],
+    rows: &[ListedEvent],
     next: Option<&str>,
 ) -> String {
     let mut body = String::from("<h1>Events</h1>");
     body.push_str(&counts_bar(counts, status));
     let mut options = String::from("<option value=\"\">any</option>");
-    for s in ["pending", "confirmed", "rejected", "unconfirmed"] {
-        let sel = if s == status { " selected" } else { "" };
+    for s in EventStatus::ALL {
+        let sel = if Some(s) == status { " selected" } else { "" };
         let _ = write!(options, "<option value=\"{s}\"{sel}>{s}</option>");
     }
     let _ = write!(
@@ -153,13 +150,13 @@ pub fn events(
                 body,
                 "<tr><td>{}</td><td><a href=\"/events/{id}\"><code>{id}</code></a></td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
                  <td>{}</td><td>{}</td><td>{deliveries}</td></tr>",
-                time(r.created_at),
-                esc(&r.event_type),
-                status_badge(&r.status),
-                money(r.amount, &r.currency),
-                esc(&r.mch_order_no),
-                esc(&r.pay_order_id),
-                id = esc(&r.event_id),
+                time(r.event.created_at),
+                esc(r.event.event_type.as_str()),
+                status_badge(r.event.status.as_str()),
+                money(r.event.amount, r.event.currency.as_str()),
+                esc(&r.event.mch_order_no),
+                esc(r.event.pay_order_id.as_str()),
+                id = esc(&r.event.event_id),
             );
         }
         body.push_str("</tbody></table>");
@@ -169,7 +166,7 @@ pub fn events(
             body,
             "<p><a class=\"button\" href=\"/events?q={}&amp;status={}&amp;cursor={}\">Older events →</a></p>",
             esc(&urlencode(q)),
-            esc(status),
+            status.map_or("", EventStatus::as_str),
             esc(next)
         );
     }
@@ -224,7 +221,7 @@ pub fn event(session: &Session, d: &EventDetail, done: &str) -> String {
     if !reason.is_empty() {
         let _ = write!(body, "<p class=\"reason\"><strong>Reason:</strong> {}</p>", esc(&reason));
     }
-    if status == "unconfirmed" {
+    if EventStatus::parse(&status) == Some(EventStatus::Unconfirmed) {
         let _ = write!(
             body,
             "<form method=\"post\" action=\"/events/{}/recheck\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -243,16 +240,16 @@ pub fn event(session: &Session, d: &EventDetail, done: &str) -> String {
              <th scope=\"col\">Last error</th><th scope=\"col\">Action</th></tr></thead><tbody>",
         );
         for dl in &d.deliveries {
-            let action = match dl.status.as_str() {
-                "dead" => button(&id, dl.id, &session.csrf, "Redrive", false),
-                "pending" => button(&id, dl.id, &session.csrf, "Retry now", true),
-                _ => String::new(),
+            let action = match dl.status {
+                DeliveryStatus::Dead => button(&id, dl.id, &session.csrf, "Redrive", false),
+                DeliveryStatus::Pending => button(&id, dl.id, &session.csrf, "Retry now", true),
+                DeliveryStatus::Delivered | DeliveryStatus::Dropped => String::new(),
             };
             let _ = write!(
                 body,
                 "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
                 esc(&endpoint_label(&dl.endpoint)),
-                status_badge(&dl.status),
+                status_badge(dl.status.as_str()),
                 dl.attempts,
                 esc(dl.last_error.as_deref().unwrap_or("–")),
             );
@@ -366,7 +363,7 @@ fn timeline(d: &EventDetail) -> Vec<(DateTime<Utc>, String)> {
                     "<time>{}</time> <span class=\"kind\">dead</span> at <code>{}</code> {}",
                     time(at),
                     esc(&endpoint_label(&dl.endpoint)),
-                    status_badge("dead")
+                    status_badge(DeliveryStatus::Dead.as_str())
                 ),
             ));
         }
@@ -378,7 +375,7 @@ fn timeline(d: &EventDetail) -> Vec<(DateTime<Utc>, String)> {
 /// The overview: counts, the last hour, endpoints.
 pub fn overview(session: &Session, s: &Stats) -> String {
     let mut body = String::from("<h1>Overview</h1>");
-    body.push_str(&counts_bar(&s.events, ""));
+    body.push_str(&counts_bar(&s.events, None));
     body.push_str("<h2>Last hour</h2>");
     body.push_str("<div class=\"charts\">");
     body.push_str(&chart::throughput(&s.per_minute));

@@ -8,11 +8,11 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{pages, Session, SESSION_COOKIE};
-use crate::admin::api::events::STATUSES;
 use crate::admin::api::input;
 use crate::admin::AdminState;
 use crate::store::admin::{self as queries, Cursor, EventFilter, Recheck};
 use crate::store::ops::{self, RedriveFilter};
+use crate::store::EventStatus;
 
 /// Events per console page.
 const PAGE: i64 = 50;
@@ -137,10 +137,13 @@ pub async fn events(
     if input::text("q", &q).is_err() {
         return bad("Search for one id: at most 128 printable characters.");
     }
-    let status = query.status.trim().to_owned();
-    if !status.is_empty() && !STATUSES.contains(&status.as_str()) {
-        return bad("Unknown status.");
-    }
+    let status = match query.status.trim() {
+        "" => None,
+        given => match EventStatus::parse(given) {
+            Some(s) => Some(s),
+            None => return bad("Unknown status."),
+        },
+    };
     let cursor: Option<Cursor> = if query.cursor.is_empty() {
         None
     } else {
@@ -149,11 +152,7 @@ pub async fn events(
             Err(_) => return bad("Malformed page link."),
         }
     };
-    let filter = EventFilter {
-        any_id: (!q.is_empty()).then(|| q.clone()),
-        status: (!status.is_empty()).then(|| status.clone()),
-        ..Default::default()
-    };
+    let filter = EventFilter { any_id: (!q.is_empty()).then(|| q.clone()), status, ..Default::default() };
     let (rows, counts) = match tokio::try_join!(
         queries::list_events(&state.pool, &filter, cursor.as_ref(), PAGE),
         queries::status_counts(&state.pool)
@@ -164,11 +163,13 @@ pub async fn events(
     let mut rows = rows;
     let next = if rows.len() as i64 > PAGE {
         rows.truncate(PAGE as usize);
-        rows.last().map(|r| input::encode_cursor(&Cursor { created_at: r.created_at, event_id: r.event_id.clone() }))
+        rows.last().map(|r| {
+            input::encode_cursor(&Cursor { created_at: r.event.created_at, event_id: r.event.event_id.clone() })
+        })
     } else {
         None
     };
-    Html(pages::events(&session, &q, &status, &counts, &rows, next.as_deref())).into_response()
+    Html(pages::events(&session, &q, status, &counts, &rows, next.as_deref())).into_response()
 }
 
 /// Notices shown after an action.

@@ -4,6 +4,12 @@ use std::fmt;
 
 use serde::Serialize;
 
+mod card;
+mod kind;
+
+pub use card::{is_card_number_field, mask_pan};
+pub use kind::{is_success_status, ApiVersion, EventType, IotpayStatus};
+
 /// A merchant's signing key. Never printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MerchantKey(String);
@@ -75,6 +81,16 @@ macro_rules! id_type {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+
+            /// Validates an owned identifier (a stored one) without copying it.
+            fn try_from(s: String) -> Result<Self, InvalidValue> {
+                check_id($what, &s)?;
+                Ok(Self(s))
             }
         }
     };
@@ -149,94 +165,12 @@ impl Currency {
     }
 }
 
-/// Which IOTPay API a message belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiVersion {
-    /// Current credit-card API.
-    V3,
-    /// Deprecated credit-card API, still live.
-    V2,
-    /// General API (WeChat Pay, Alipay, UnionPay), `https://api.iotpaycloud.com/v1`.
-    V1,
-}
+impl TryFrom<String> for Currency {
+    type Error = InvalidValue;
 
-impl ApiVersion {
-    /// `v3`, `v2` or `v1`, as stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiVersion::V3 => "v3",
-            ApiVersion::V2 => "v2",
-            ApiVersion::V1 => "v1",
-        }
+    fn try_from(s: String) -> Result<Self, InvalidValue> {
+        Self::parse(&s)
     }
-
-    /// Reads the stored text.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "v3" => Some(ApiVersion::V3),
-            "v2" => Some(ApiVersion::V2),
-            "v1" => Some(ApiVersion::V1),
-            _ => None,
-        }
-    }
-}
-
-/// The normalized kind of event; only IOTPay status 2 or 3 yields a `*.succeeded` type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum EventType {
-    /// A payment IOTPay reports as successful.
-    PaymentSucceeded,
-    /// A payment with any non-success status.
-    PaymentFailed,
-    /// A refund IOTPay reports as successful.
-    RefundSucceeded,
-    /// A refund with any non-success status.
-    RefundFailed,
-    /// A v3 `payType` this service does not know; never treated as money moved.
-    Unrecognized,
-}
-
-impl EventType {
-    /// The stored and forwarded name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::PaymentSucceeded => "payment.succeeded",
-            EventType::PaymentFailed => "payment.failed",
-            EventType::RefundSucceeded => "refund.succeeded",
-            EventType::RefundFailed => "refund.failed",
-            EventType::Unrecognized => "transaction.unrecognized",
-        }
-    }
-
-    /// Reads the stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            EventType::PaymentSucceeded,
-            EventType::PaymentFailed,
-            EventType::RefundSucceeded,
-            EventType::RefundFailed,
-            EventType::Unrecognized,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-    }
-
-    /// True for the types that report money moved.
-    pub fn is_success(self) -> bool {
-        matches!(self, EventType::PaymentSucceeded | EventType::RefundSucceeded)
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// True when IOTPay's numeric status means success (2 or 3).
-pub fn is_success_status(status: i64) -> bool {
-    status == 2 || status == 3
 }
 
 /// Stable id of an event, derived from its identity (mch_id, pay_order_id, event_type).
@@ -280,30 +214,6 @@ impl fmt::Display for EventId {
     }
 }
 
-/// Masks a full card number (13-19 digits, spaces or dashes allowed) to first 6 / last 4;
-/// anything else (already masked, or not a card number) is returned unchanged.
-pub fn mask_pan(value: &str) -> std::borrow::Cow<'_, str> {
-    let digits: String = value.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    let is_pan = (13..=19).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && value.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
-    if !is_pan {
-        return std::borrow::Cow::Borrowed(value);
-    }
-    let n = digits.len();
-    let mut out = String::with_capacity(n);
-    out.push_str(&digits[..6]);
-    out.extend(std::iter::repeat_n('*', n - 10));
-    out.push_str(&digits[n - 4..]);
-    std::borrow::Cow::Owned(out)
-}
-
-/// True for parameter names that carry a card number.
-pub fn is_card_number_field(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower == "pan" || (lower.contains("card") && (lower.contains("num") || lower.contains("no")))
-}
-
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(24) {
         Some((i, _)) => &s[..i],
@@ -314,29 +224,6 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_full_pans_only() {
-        assert_eq!(mask_pan("4111111111111111"), "411111******1111");
-        assert_eq!(mask_pan("4111 1111 1111 1111"), "411111******1111");
-        assert_eq!(mask_pan("4111111111111"), "411111***1111");
-        assert_eq!(mask_pan("4111111111111111111"), "411111*********1111");
-        assert_eq!(mask_pan("432567******2266"), "432567******2266");
-        assert_eq!(mask_pan("450116XXXXXX7214"), "450116XXXXXX7214");
-        assert_eq!(mask_pan("411111111111"), "411111111111", "12 digits is not a PAN");
-        assert_eq!(mask_pan("41111111111111111111"), "41111111111111111111", "20 digits is not a PAN");
-        assert_eq!(mask_pan(""), "");
-    }
-
-    #[test]
-    fn card_fields_are_recognized() {
-        for f in ["cardNum", "cardNumber", "card_no", "PAN"] {
-            assert!(is_card_number_field(f), "{f}");
-        }
-        for f in ["payOrderId", "transNum", "cardType", "amount"] {
-            assert!(!is_card_number_field(f), "{f}");
-        }
-    }
 
     #[test]
     fn cents_accepts_plain_digits_only() {
@@ -368,6 +255,14 @@ mod tests {
         assert!(PayOrderId::parse(&"x".repeat(65)).is_err());
         assert!(Currency::parse("cad").is_ok_and(|c| c.as_str() == "CAD"));
         assert!(Currency::parse("CA").is_err());
+    }
+
+    #[test]
+    fn stored_ids_are_checked_as_parsed_ones() {
+        assert_eq!(MchId::try_from("10000701".to_owned()).unwrap().as_str(), "10000701");
+        assert!(PayOrderId::try_from("a&b=c".to_owned()).is_err());
+        assert!(MchOrderNo::try_from(String::new()).is_err());
+        assert_eq!(Currency::try_from("CAD".to_owned()).unwrap().as_str(), "CAD");
     }
 
     #[test]
