@@ -12,7 +12,9 @@ use crate::admin::AdminApp;
 use crate::app::{App, Listeners};
 use crate::config::Config;
 use crate::confirm::Confirmer;
+use crate::forward::Forwarder;
 use crate::health::Health;
+use crate::reconcile::{Parts, Reconciler};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,23 +80,11 @@ pub async fn start_on(
     let admin_addr = admin.as_ref().map(AdminApp::local_addr);
     // Everything that can fail is built before anything is spawned: an error leaves no task behind.
     let pressure = app.pressure();
-    let confirmer = health.scope(|| Confirmer::from_config(pool.clone(), config))?.yielding_to(pressure.clone());
-    let reconciler = crate::reconcile::Reconciler::from_config(pool.clone(), config)?;
-    let forwarder = match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
-        (false, Some(secret)) => Some(
-            health
-                .scope(|| {
-                    crate::forward::Forwarder::new(
-                        pool,
-                        config.forward_urls.clone(),
-                        secret,
-                        config.forward.clone(),
-                        None,
-                    )
-                })?
-                .yielding_to(pressure),
-        ),
-        _ => {
+    let confirmer = health.scope(|| confirmer(pool.clone(), config))?.yielding_to(pressure.clone());
+    let reconciler = reconciler(pool.clone(), config)?;
+    let forwarder = match health.scope(|| forwarder(pool, config)).transpose()? {
+        Some(forwarder) => Some(forwarder.yielding_to(pressure)),
+        None => {
             tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
             None
         }
@@ -119,6 +109,31 @@ pub async fn start_on(
         ));
     }
     Ok(Running { addr, admin_addr, shutdown, work, listeners, workers, health })
+}
+
+/// The confirmation worker as the service runs it, from the configuration (its decision writers
+/// start: call within a runtime, and within [`Health::scope`] to have them supervised).
+pub fn confirmer(pool: PgPool, config: &Config) -> Result<Confirmer, reqwest::Error> {
+    Ok(Confirmer::new(pool, config.query_client()?, config.confirm.clone(), config.forward_urls.clone()))
+}
+
+/// The reconciler replica the service runs, from the configuration; its claims last as long as
+/// the confirmation worker's.
+pub fn reconciler(pool: PgPool, config: &Config) -> Result<Reconciler, reqwest::Error> {
+    let parts = Parts {
+        client: config.query_client()?,
+        settings: config.reconcile.clone(),
+        lease: config.confirm.lease,
+        forward_urls: config.forward_urls.clone(),
+        zone: config.iotpay_time_zone.clone(),
+    };
+    Ok(Reconciler::new(pool, parts, &format!("reconciler-{}", std::process::id())))
+}
+
+/// The forwarding worker, from the configuration; `None` when `FORWARD_URLS` is empty.
+pub fn forwarder(pool: PgPool, config: &Config) -> Option<Result<Forwarder, reqwest::Error>> {
+    let secret = config.forward_secret.clone().filter(|_| !config.forward_urls.is_empty())?;
+    Some(Forwarder::new(pool, config.forward_urls.clone(), secret, config.forward.clone(), None))
 }
 
 impl Running {
