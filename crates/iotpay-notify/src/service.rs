@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminSettings};
 use crate::app::{App, Listeners};
 use crate::config::Config;
 use crate::confirm::Confirmer;
@@ -67,12 +67,13 @@ pub async fn start_on(
     let app = App::on(tokio_listener(listeners.public, config.listen_addr)?, config, pool.clone());
     let addr = app.local_addr();
     let health = app.health();
-    let admin = match listeners.admin {
-        Some(l) => {
+    // Listeners::bind binds the admin port only when ADMIN_TOKENS is set.
+    let admin = match (listeners.admin, admin_settings(config)) {
+        (Some(l), Some(settings)) => {
             let l = tokio_listener(l, config.admin_listen_addr)?;
-            AdminApp::on(l, config, pool.clone(), app.readiness(), health.clone())
+            Some(AdminApp::on(l, settings, pool.clone(), app.readiness(), health.clone()))
         }
-        None => None,
+        _ => None,
     };
     if admin.is_none() {
         tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
@@ -109,6 +110,16 @@ pub async fn start_on(
         ));
     }
     Ok(Running { addr, admin_addr, shutdown, work, listeners, workers, health })
+}
+
+/// The admin listener's settings, from the configuration; `None` when `ADMIN_TOKENS` is not set
+/// (no admin listener).
+pub fn admin_settings(config: &Config) -> Option<AdminSettings> {
+    Some(AdminSettings {
+        tokens: config.admin_tokens.clone()?,
+        merchants: std::sync::Arc::new(config.merchants.clone()),
+        reconcile_after: config.reconcile.after,
+    })
 }
 
 /// The confirmation worker as the service runs it, from the configuration (its decision writers

@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -73,6 +74,11 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// `/metrics` of both listeners.
+pub fn metrics_answer(handle: &PrometheusHandle) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
 /// A writer whose failures are dropped and counted: logging can never stop the service.
