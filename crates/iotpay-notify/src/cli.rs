@@ -30,7 +30,7 @@ pub enum Command {
         command: crate::ops::EventsCommand,
     },
     /// Delete notifications and delivery attempts of final events older than an age (retention).
-    Prune(crate::ops_prune::PruneArgs),
+    Prune(crate::ops::prune::PruneArgs),
     /// Probe a running service's readiness: exit 0 when the URL answers 200, 1 otherwise (for
     /// container healthchecks: the slim image has no curl).
     Healthcheck {
@@ -51,7 +51,7 @@ pub enum Command {
     Orders {
         /// What to do.
         #[command(subcommand)]
-        command: crate::ops_orders::OrdersCommand,
+        command: crate::ops::orders::OrdersCommand,
     },
 }
 
@@ -135,10 +135,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Healthcheck { url, timeout } => {
             crate::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await
         }
-        Command::Prune(args) => crate::ops_prune::run(args).await,
+        Command::Prune(args) => crate::ops::prune::run(args).await,
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
-        Command::Orders { command } => crate::ops_orders::orders(command).await,
+        Command::Orders { command } => crate::ops::orders::orders(command).await,
     }
 }
 

@@ -1,6 +1,10 @@
 //! Operator commands: `events list|show` and `deliveries redrive`. They need only `DATABASE_URL`
 //! (not the merchants' keys), print tables for people and `--json` for scripts.
 
+pub mod orders;
+pub mod orphans;
+pub mod prune;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -57,11 +61,11 @@ pub enum DeliveriesCommand {
     /// Put dead deliveries back in the queue with a fresh retry schedule.
     Redrive(RedriveArgs),
     /// List endpoints that still have pending or dead deliveries but are not in FORWARD_URLS.
-    Orphans(crate::ops_orphans::OrphansArgs),
+    Orphans(orphans::OrphansArgs),
     /// Mark every pending or dead delivery to an endpoint not in FORWARD_URLS as dropped.
-    Drop(crate::ops_orphans::DropArgs),
+    Drop(orphans::DropArgs),
     /// Re-address pending or dead deliveries from an old endpoint to one in FORWARD_URLS.
-    Move(crate::ops_orphans::MoveArgs),
+    Move(orphans::MoveArgs),
 }
 
 /// Which dead deliveries to redrive (at least one filter, or `--all`).
@@ -156,13 +160,13 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
 /// Runs a `deliveries` subcommand, printing to stdout.
 pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
-        DeliveriesCommand::Orphans(args) => crate::ops_orphans::orphans(&pool().await?, args).await?,
-        DeliveriesCommand::Drop(args) => crate::ops_orphans::drop(&pool().await?, args).await?,
-        DeliveriesCommand::Move(args) => crate::ops_orphans::move_to(&pool().await?, args).await?,
+        DeliveriesCommand::Orphans(args) => orphans::orphans(&pool().await?, args).await?,
+        DeliveriesCommand::Drop(args) => orphans::drop(&pool().await?, args).await?,
+        DeliveriesCommand::Move(args) => orphans::move_to(&pool().await?, args).await?,
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
             let endpoint = match &args.endpoint {
-                Some(given) => Some(crate::ops_orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
+                Some(given) => Some(orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
                 None => None,
             };
             let filter = ops::RedriveFilter {
