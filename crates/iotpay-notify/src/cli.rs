@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::ops::UsageError;
 use crate::{store, telemetry};
 
 /// The service's subcommands.
@@ -54,12 +55,6 @@ pub enum Command {
         command: crate::ops::orders::OrdersCommand,
     },
 }
-
-/// A command-line value that parsed but means nothing (`--status paid`, `--older-than soon`):
-/// exits 2 like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
 /// A configuration or command-line error exits 2, any other error 1, each as one line on
