@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::*;
 use iotpay_devtools::testing::TestDatabase;
-use iotpay_notify::confirm::Confirmer;
 use iotpay_notify::domain::MerchantKey;
 use iotpay_notify::iotpay::sign;
+use iotpay_notify::service;
 use iotpay_notify::store::confirm::{self as queue, Applied, Decided, OrderAnswer, Verdict};
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -193,7 +193,7 @@ impl Harness {
     /// Starts one confirmation worker; returns its task (abort it to "kill" the worker).
     fn worker(&self, extra: &[(&str, &str)]) -> JoinHandle<()> {
         let config = self.config(extra);
-        let confirmer = Confirmer::from_config(self.db.pool.clone(), &config).unwrap();
+        let confirmer = service::confirmer(self.db.pool.clone(), &config).unwrap();
         tokio::spawn(confirmer.run(self.stop.child_token()))
     }
 
@@ -849,7 +849,7 @@ async fn the_worker_stops_on_shutdown_even_with_a_query_hanging() {
     h.fake.script("PHANG", [Reply::Delay(Duration::from_secs(60), Box::new(v3_ok("PHANG", 100)))]);
     let stop = CancellationToken::new();
     let config = h.config(&[("CONFIRM_LEASE_SECS", "120"), ("IOTPAY_QUERY_TIMEOUT_MS", "90000")]);
-    let worker = tokio::spawn(Confirmer::from_config(h.db.pool.clone(), &config).unwrap().run(stop.clone()));
+    let worker = tokio::spawn(service::confirmer(h.db.pool.clone(), &config).unwrap().run(stop.clone()));
     h.notify(v3_pay("PHANG", 100)).await;
     let fake = h.fake.clone();
     wait_until("the query", Duration::from_secs(5), || fake.requests_for("PHANG") == 1).await;

@@ -39,9 +39,9 @@ impl Admin {
         env.extend_from_slice(extra);
         let config = test_config(&db.url(), &env);
         let app = App::bind(&config, db.pool.clone()).await.expect("bind public");
-        let admin = AdminApp::bind(&config, db.pool.clone(), app.readiness(), app.health())
+        let settings = iotpay_notify::service::admin_settings(&config).expect("tokens set");
+        let admin = AdminApp::bind(config.admin_listen_addr, settings, db.pool.clone(), app.readiness(), app.health())
             .await
-            .expect("tokens set")
             .expect("bind");
         let (public, admin_addr) = (app.local_addr(), admin.local_addr());
         let stop = CancellationToken::new();

@@ -2,8 +2,6 @@
 
 use clap::Subcommand;
 
-pub use crate::service::wait_for_signal;
-
 /// The development tools' subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -94,28 +94,11 @@ async fn refused(error: BoxError) -> (StatusCode, &'static str) {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    readyz_answer(&state.readiness, &state.health).await
-}
-
-/// `/readyz` of both listeners: from the background probe, never a query per request, and
-/// failing for good once a supervised background task stopped ([`crate::health`]).
-pub async fn readyz_answer(readiness: &Readiness, health: &crate::health::Health) -> (StatusCode, &'static str) {
-    if !health.is_ok() {
-        (StatusCode::SERVICE_UNAVAILABLE, "a background task stopped")
-    } else if readiness.is_ready().await {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-    }
+    readiness::answer(&state.readiness, &state.health).await
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics_answer(&state.metrics)
-}
-
-/// `/metrics` of both listeners.
-pub fn metrics_answer(handle: &PrometheusHandle) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+    telemetry::metrics_answer(&state.metrics)
 }
 
 /// A bound, not yet serving, HTTP application.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::ops::UsageError;
 use crate::{store, telemetry};
 
 /// The service's subcommands.
@@ -30,7 +31,7 @@ pub enum Command {
         command: crate::ops::EventsCommand,
     },
     /// Delete notifications and delivery attempts of final events older than an age (retention).
-    Prune(crate::ops_prune::PruneArgs),
+    Prune(crate::ops::prune::PruneArgs),
     /// Probe a running service's readiness: exit 0 when the URL answers 200, 1 otherwise (for
     /// container healthchecks: the slim image has no curl).
     Healthcheck {
@@ -51,15 +52,9 @@ pub enum Command {
     Orders {
         /// What to do.
         #[command(subcommand)]
-        command: crate::ops_orders::OrdersCommand,
+        command: crate::ops::orders::OrdersCommand,
     },
 }
-
-/// A command-line value that parsed but means nothing (`--status paid`, `--older-than soon`):
-/// exits 2 like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Entry point of a binary: reads `.env`, parses the command line `C`, runs `run` on a runtime.
 /// A configuration or command-line error exits 2, any other error 1, each as one line on
@@ -135,10 +130,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Healthcheck { url, timeout } => {
             crate::healthcheck::probe(&url, std::time::Duration::from_secs(timeout)).await
         }
-        Command::Prune(args) => crate::ops_prune::run(args).await,
+        Command::Prune(args) => crate::ops::prune::run(args).await,
         Command::Events { command } => crate::ops::events(command).await,
         Command::Deliveries { command } => crate::ops::deliveries(command).await,
-        Command::Orders { command } => crate::ops_orders::orders(command).await,
+        Command::Orders { command } => crate::ops::orders::orders(command).await,
     }
 }
 

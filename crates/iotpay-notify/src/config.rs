@@ -3,67 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
-
+pub use crate::env::ConfigError;
+use crate::env::{invalid, number};
+// The types of `Config`'s fields, where its users find them; each lives with what it configures.
+pub use crate::forward::ForwardSecret;
 pub use crate::iotpay::Merchants;
-
-/// A missing or malformed variable; the message names the variable and never its value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// A required variable is unset or empty.
-    #[error("{0} is required but not set")]
-    Missing(&'static str),
-    /// A variable is set but cannot be used.
-    #[error("{var} is malformed: {reason}")]
-    Invalid {
-        /// The variable's name.
-        var: &'static str,
-        /// What is wrong, without the secret value.
-        reason: String,
-    },
-}
-
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { var, reason: reason.into() }
-}
-
-/// A Standard Webhooks signing secret (`whsec_` + base64). Never printed.
-#[derive(Clone)]
-pub struct ForwardSecret(Vec<u8>);
-
-impl ForwardSecret {
-    /// Parses `whsec_<base64>`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let b64 = s.trim().strip_prefix("whsec_").ok_or("must start with whsec_")?;
-        let key =
-            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "the part after whsec_ is not base64")?;
-        if key.is_empty() {
-            return Err("the key is empty".into());
-        }
-        Ok(Self(key))
-    }
-
-    /// The decoded key bytes, for HMAC only.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ForwardSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForwardSecret(<redacted>)")
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything the service reads from its environment. Its `Debug` masks the user-info
 /// (password) of every URL it holds.
@@ -217,47 +162,9 @@ impl Config {
         let zone_name = var("IOTPAY_TIME_ZONE").unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
         let iotpay_time_zone = crate::iotpay::TimeZone::get(&zone_name)
             .map_err(|_| invalid("IOTPAY_TIME_ZONE", "unknown IANA time zone"))?;
-        let log_format = match var("LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(_) => return Err(invalid("LOG_FORMAT", "expected text or json")),
-        };
-        let guard = crate::ingest::guard::GuardSettings {
-            allowed: networks(&var, "NOTIFY_ALLOWED_CIDRS")?,
-            trusted_proxies: networks(&var, "NOTIFY_TRUSTED_PROXIES")?,
-            failures_per_minute: match var("NOTIFY_FAILURES_PER_MINUTE") {
-                None => 60,
-                Some(v) => v.parse().map_err(|_| invalid("NOTIFY_FAILURES_PER_MINUTE", "expected a whole number"))?,
-            },
-        };
-        let d = crate::serve::ConnectionLimits::default();
-        let max_connections = number(&var, "HTTP_MAX_CONNECTIONS", d.max_connections)?;
-        let max_unlisted_connections = match var("HTTP_MAX_UNLISTED_CONNECTIONS") {
-            // Health checks and scrapers need a few; the listed peers keep at least half.
-            None => d.max_unlisted_connections.min(max_connections / 2),
-            Some(_) => whole_number(&var, "HTTP_MAX_UNLISTED_CONNECTIONS", 0)?,
-        };
-        if max_unlisted_connections >= max_connections {
-            return Err(invalid("HTTP_MAX_UNLISTED_CONNECTIONS", "must be less than HTTP_MAX_CONNECTIONS"));
-        }
-        let connections = crate::serve::ConnectionLimits {
-            header_read_timeout: Duration::from_millis(number(
-                &var,
-                "HTTP_HEADER_READ_TIMEOUT_MS",
-                d.header_read_timeout.as_millis() as u64,
-            )?),
-            max_connections,
-            max_connections_per_address: whole_number(
-                &var,
-                "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
-                d.max_connections_per_address,
-            )?,
-            max_unlisted_connections,
-            // Peers outside the allowlist are told apart at accept (see serve.rs); a trusted
-            // proxy carries many clients on its connections and is judged per request.
-            allowed: guard.allowed.clone(),
-            trusted_proxies: guard.trusted_proxies.clone(),
-        };
+        let log_format = LogFormat::from_vars(&var)?;
+        let guard = crate::ingest::guard::GuardSettings::from_vars(&var)?;
+        let connections = crate::serve::ConnectionLimits::from_vars(&var, &guard.allowed, &guard.trusted_proxies)?;
         Ok(Config {
             database_url,
             database_max_connections: number(&var, "DATABASE_MAX_CONNECTIONS", 10)?,
@@ -277,50 +184,12 @@ impl Config {
             request_timeout: Duration::from_millis(number(&var, "NOTIFY_REQUEST_TIMEOUT_MS", 10_000)?),
             max_concurrent_requests: number(&var, "NOTIFY_MAX_CONCURRENT_REQUESTS", 1024)?,
             connections,
-            ingest_batch: crate::ingest::batch::BatchSettings {
-                max_batch: number(&var, "INGEST_BATCH_MAX", 64)?,
-                max_wait: Duration::from_micros(number(&var, "INGEST_BATCH_WAIT_US", 200)?),
-                writers: number(&var, "INGEST_BATCH_WRITERS", 4)?,
-            },
+            ingest_batch: crate::ingest::batch::settings_from_vars(&var)?,
             log_format,
             confirm: crate::confirm::ConfirmSettings::from_vars(&var)?,
             reconcile: crate::reconcile::ReconcileSettings::from_vars(&var)?,
         })
     }
-}
-
-/// Reads a positive whole number, or `default` when unset.
-pub fn number<T: std::str::FromStr + PartialOrd + Default>(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(s) => match s.parse::<T>() {
-            Ok(v) if v > T::default() => Ok(v),
-            _ => Err(invalid(name, "expected a positive whole number")),
-        },
-    }
-}
-
-/// Reads a whole number where 0 means "off", or `default` when unset.
-fn whole_number(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(s) => s.parse().map_err(|_| invalid(name, "expected a whole number (0 = off)")),
-    }
-}
-
-fn networks(
-    var: &impl Fn(&'static str) -> Option<String>,
-    name: &'static str,
-) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    var(name).map_or(Ok(Vec::new()), |v| crate::ingest::guard::parse_networks(&v).map_err(|r| invalid(name, r)))
 }
 
 /// A Postgres URL naming its host and its database: without them libpq's defaults apply (the
@@ -517,12 +386,5 @@ mod tests {
         ] {
             assert!(matches!(with(&[(k, v)]), Err(ConfigError::Invalid { var, .. }) if var == k), "{k}={v}");
         }
-    }
-
-    #[test]
-    fn forward_secret_decodes() {
-        let s = ForwardSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        assert_eq!(s.expose().len(), 24);
-        assert!(!format!("{s:?}").contains("MfKQ"));
     }
 }

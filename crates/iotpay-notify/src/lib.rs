@@ -15,6 +15,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+pub mod env;
 #[cfg(all(feature = "fault-injection", unix))]
 pub mod fault;
 pub mod forward;
@@ -22,9 +23,6 @@ pub mod health;
 pub mod healthcheck;
 pub mod ingest;
 pub mod ops;
-pub mod ops_orders;
-pub mod ops_orphans;
-pub mod ops_prune;
 pub mod pressure;
 pub mod readiness;
 pub mod reconcile;

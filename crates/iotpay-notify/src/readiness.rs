@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,18 @@ impl Readiness {
             rx.wait_for(Option::is_some).await.map(|v| v.unwrap_or(false)).unwrap_or(false)
         });
         first.await.unwrap_or(false)
+    }
+}
+
+/// `/readyz` of both listeners: from the background probe, never a query per request, and
+/// failing for good once a supervised background task stopped ([`crate::health`]).
+pub async fn answer(readiness: &Readiness, health: &crate::health::Health) -> (StatusCode, &'static str) {
+    if !health.is_ok() {
+        (StatusCode::SERVICE_UNAVAILABLE, "a background task stopped")
+    } else if readiness.is_ready().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
     }
 }
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::env::{invalid, number, whole_number, ConfigError};
 use crate::ingest::limiter::bucket_key;
 
 /// Connection limits of one listener.
@@ -66,6 +67,46 @@ impl Default for ConnectionLimits {
 
 /// Default share of connections for unlisted peers: plenty for health checks and scrapers.
 pub const DEFAULT_MAX_UNLISTED_CONNECTIONS: usize = 64;
+
+impl ConnectionLimits {
+    /// Reads `HTTP_MAX_CONNECTIONS`, `HTTP_MAX_UNLISTED_CONNECTIONS`, `HTTP_HEADER_READ_TIMEOUT_MS`
+    /// and `HTTP_MAX_CONNECTIONS_PER_ADDRESS` through `var`, for a listener whose notify route
+    /// admits `allowed` (`NOTIFY_ALLOWED_CIDRS`) and believes `trusted_proxies`.
+    pub fn from_vars(
+        var: &impl Fn(&'static str) -> Option<String>,
+        allowed: &[IpNet],
+        trusted_proxies: &[IpNet],
+    ) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let max_connections = number(var, "HTTP_MAX_CONNECTIONS", d.max_connections)?;
+        let max_unlisted_connections = match var("HTTP_MAX_UNLISTED_CONNECTIONS") {
+            // Health checks and scrapers need a few; the listed peers keep at least half.
+            None => d.max_unlisted_connections.min(max_connections / 2),
+            Some(_) => whole_number(var, "HTTP_MAX_UNLISTED_CONNECTIONS", 0)?,
+        };
+        if max_unlisted_connections >= max_connections {
+            return Err(invalid("HTTP_MAX_UNLISTED_CONNECTIONS", "must be less than HTTP_MAX_CONNECTIONS"));
+        }
+        Ok(Self {
+            header_read_timeout: Duration::from_millis(number(
+                var,
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+                d.header_read_timeout.as_millis() as u64,
+            )?),
+            max_connections,
+            max_connections_per_address: whole_number(
+                var,
+                "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+                d.max_connections_per_address,
+            )?,
+            max_unlisted_connections,
+            // Peers outside the allowlist are told apart at accept; a trusted proxy carries many
+            // clients on its connections and is judged per request.
+            allowed: allowed.to_vec(),
+            trusted_proxies: trusted_proxies.to_vec(),
+        })
+    }
+}
 
 /// Who a peer is, as far as it can be told before anything is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,13 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminSettings};
 use crate::app::{App, Listeners};
 use crate::config::Config;
 use crate::confirm::Confirmer;
+use crate::forward::Forwarder;
 use crate::health::Health;
+use crate::reconcile::{Parts, Reconciler};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +67,13 @@ pub async fn start_on(
     let app = App::on(tokio_listener(listeners.public, config.listen_addr)?, config, pool.clone());
     let addr = app.local_addr();
     let health = app.health();
-    let admin = match listeners.admin {
-        Some(l) => {
+    // Listeners::bind binds the admin port only when ADMIN_TOKENS is set.
+    let admin = match (listeners.admin, admin_settings(config)) {
+        (Some(l), Some(settings)) => {
             let l = tokio_listener(l, config.admin_listen_addr)?;
-            AdminApp::on(l, config, pool.clone(), app.readiness(), health.clone())
+            Some(AdminApp::on(l, settings, pool.clone(), app.readiness(), health.clone()))
         }
-        None => None,
+        _ => None,
     };
     if admin.is_none() {
         tracing::warn!("ADMIN_TOKENS is not set: the admin listener (API and console) is not started");
@@ -78,23 +81,11 @@ pub async fn start_on(
     let admin_addr = admin.as_ref().map(AdminApp::local_addr);
     // Everything that can fail is built before anything is spawned: an error leaves no task behind.
     let pressure = app.pressure();
-    let confirmer = health.scope(|| Confirmer::from_config(pool.clone(), config))?.yielding_to(pressure.clone());
-    let reconciler = crate::reconcile::Reconciler::from_config(pool.clone(), config)?;
-    let forwarder = match (config.forward_urls.is_empty(), config.forward_secret.clone()) {
-        (false, Some(secret)) => Some(
-            health
-                .scope(|| {
-                    crate::forward::Forwarder::new(
-                        pool,
-                        config.forward_urls.clone(),
-                        secret,
-                        config.forward.clone(),
-                        None,
-                    )
-                })?
-                .yielding_to(pressure),
-        ),
-        _ => {
+    let confirmer = health.scope(|| confirmer(pool.clone(), config))?.yielding_to(pressure.clone());
+    let reconciler = reconciler(pool.clone(), config)?;
+    let forwarder = match health.scope(|| forwarder(pool, config)).transpose()? {
+        Some(forwarder) => Some(forwarder.yielding_to(pressure)),
+        None => {
             tracing::info!("FORWARD_URLS is empty: confirmed events are not forwarded");
             None
         }
@@ -119,6 +110,41 @@ pub async fn start_on(
         ));
     }
     Ok(Running { addr, admin_addr, shutdown, work, listeners, workers, health })
+}
+
+/// The admin listener's settings, from the configuration; `None` when `ADMIN_TOKENS` is not set
+/// (no admin listener).
+pub fn admin_settings(config: &Config) -> Option<AdminSettings> {
+    Some(AdminSettings {
+        tokens: config.admin_tokens.clone()?,
+        merchants: std::sync::Arc::new(config.merchants.clone()),
+        reconcile_after: config.reconcile.after,
+    })
+}
+
+/// The confirmation worker as the service runs it, from the configuration (its decision writers
+/// start: call within a runtime, and within [`Health::scope`] to have them supervised).
+pub fn confirmer(pool: PgPool, config: &Config) -> Result<Confirmer, reqwest::Error> {
+    Ok(Confirmer::new(pool, config.query_client()?, config.confirm.clone(), config.forward_urls.clone()))
+}
+
+/// The reconciler replica the service runs, from the configuration; its claims last as long as
+/// the confirmation worker's.
+pub fn reconciler(pool: PgPool, config: &Config) -> Result<Reconciler, reqwest::Error> {
+    let parts = Parts {
+        client: config.query_client()?,
+        settings: config.reconcile.clone(),
+        lease: config.confirm.lease,
+        forward_urls: config.forward_urls.clone(),
+        zone: config.iotpay_time_zone.clone(),
+    };
+    Ok(Reconciler::new(pool, parts, &format!("reconciler-{}", std::process::id())))
+}
+
+/// The forwarding worker, from the configuration; `None` when `FORWARD_URLS` is empty.
+pub fn forwarder(pool: PgPool, config: &Config) -> Option<Result<Forwarder, reqwest::Error>> {
+    let secret = config.forward_secret.clone().filter(|_| !config.forward_urls.is_empty())?;
+    Some(Forwarder::new(pool, config.forward_urls.clone(), secret, config.forward.clone(), None))
 }
 
 impl Running {

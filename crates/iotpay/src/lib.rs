@@ -10,7 +10,6 @@ pub mod merchants;
 pub mod notification;
 pub mod params;
 pub mod query;
-pub mod query_v1;
 pub mod sign;
 pub mod v1;
 

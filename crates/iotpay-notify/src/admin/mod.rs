@@ -25,7 +25,9 @@ use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::iotpay::Merchants;
 use crate::readiness::Readiness;
+use crate::telemetry;
 use auth::AdminTokens;
 use error::ApiError;
 
@@ -50,7 +52,7 @@ pub struct AdminState {
     /// How long a console session lasts.
     pub session_ttl: Duration,
     /// Merchants whose orders may be registered.
-    pub merchants: Arc<crate::iotpay::merchants::Merchants>,
+    pub merchants: Arc<Merchants>,
     /// How long after registration an order is first reconciled.
     pub reconcile_after: Duration,
 }
@@ -66,9 +68,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(s): State<AdminState>| async move { crate::app::readyz_answer(&s.readiness, &s.health).await }),
+            get(|State(s): State<AdminState>| async move { crate::readiness::answer(&s.readiness, &s.health).await }),
         )
-        .route("/metrics", get(|State(s): State<AdminState>| async move { crate::app::metrics_answer(&s.metrics) }))
+        .route("/metrics", get(|State(s): State<AdminState>| async move { telemetry::metrics_answer(&s.metrics) }))
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
@@ -96,6 +98,18 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response.into_response()
 }
 
+/// What the admin listener is configured with: its tokens (`ADMIN_TOKENS`: without them there is
+/// no admin listener) and what its routes need.
+#[derive(Clone)]
+pub struct AdminSettings {
+    /// Accepted bearer tokens.
+    pub tokens: AdminTokens,
+    /// Merchants whose orders may be registered.
+    pub merchants: Arc<Merchants>,
+    /// How long after registration an order is first reconciled (`RECONCILE_AFTER_SECS`).
+    pub reconcile_after: Duration,
+}
+
 /// A bound, not yet serving, admin listener.
 pub struct AdminApp {
     listener: TcpListener,
@@ -103,40 +117,36 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
-    /// Binds `config.admin_listen_addr`; `None` when `ADMIN_TOKENS` is not set.
+    /// Binds `addr` (`ADMIN_LISTEN_ADDR`).
     pub async fn bind(
-        config: &crate::config::Config,
+        addr: SocketAddr,
+        settings: AdminSettings,
         pool: PgPool,
         readiness: Readiness,
         health: crate::health::Health,
-    ) -> Option<std::io::Result<Self>> {
-        config.admin_tokens.as_ref()?;
-        Some(match TcpListener::bind(config.admin_listen_addr).await {
-            Ok(listener) => Ok(Self::on(listener, config, pool, readiness, health)?),
-            Err(e) => Err(e),
-        })
+    ) -> std::io::Result<Self> {
+        Ok(Self::on(TcpListener::bind(addr).await?, settings, pool, readiness, health))
     }
 
-    /// Serves on an already bound `listener`; `None` when `ADMIN_TOKENS` is not set.
+    /// Serves on an already bound `listener`.
     pub fn on(
         listener: TcpListener,
-        config: &crate::config::Config,
+        settings: AdminSettings,
         pool: PgPool,
         readiness: Readiness,
         health: crate::health::Health,
-    ) -> Option<Self> {
-        let tokens = config.admin_tokens.clone()?;
+    ) -> Self {
         let state = AdminState {
             pool,
-            tokens: Arc::new(tokens),
-            metrics: crate::telemetry::metrics_handle(),
+            tokens: Arc::new(settings.tokens),
+            metrics: telemetry::metrics_handle(),
             readiness,
             health,
             session_ttl: console::SESSION_TTL,
-            merchants: Arc::new(config.merchants.clone()),
-            reconcile_after: config.reconcile.after,
+            merchants: settings.merchants,
+            reconcile_after: settings.reconcile_after,
         };
-        Some(Self { listener, router: router(state) })
+        Self { listener, router: router(state) }
     }
 
     /// The bound address.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{number, ConfigError};
+use crate::env::{number, ConfigError};
 use crate::iotpay::query::QueryTimeouts;
 
 /// Knobs of the confirmation worker (environment variables named on each field).
@@ -53,7 +53,7 @@ impl Default for ConfirmSettings {
 }
 
 impl ConfirmSettings {
-    /// Reads the knobs through `var` (as [`Config::from_lookup`] does); unset means default.
+    /// Reads the knobs through `var` (as [`crate::config::Config::from_lookup`] does); unset means default.
     pub fn from_vars(var: &impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = Self::default();
         let ms = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::rules::{backoff, decide, never_confirmable, order_answer, settle_not_found, Decision};
 use super::settings::ConfirmSettings;
-use crate::config::Config;
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError};
 use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, OrderAnswer, Verdict, PENDING_CHANNEL};
@@ -48,11 +47,6 @@ impl BatchWrite for Decisions {
 }
 
 impl Confirmer {
-    /// Builds the worker from the service configuration.
-    pub fn from_config(pool: PgPool, config: &Config) -> Result<Self, reqwest::Error> {
-        Ok(Self::new(pool, config.query_client()?, config.confirm.clone(), config.forward_urls.clone()))
-    }
-
     /// Builds the worker from its parts (starts its decision writers: call within a runtime).
     pub fn new(pool: PgPool, client: QueryClient, settings: ConfirmSettings, forward_urls: Vec<String>) -> Self {
         let writer = Decisions { give_up_after: settings.give_up_after, forward_urls };

@@ -6,4 +6,5 @@ pub mod signature;
 pub mod worker;
 
 pub use settings::ForwardSettings;
+pub use signature::ForwardSecret;
 pub use worker::Forwarder;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::{number, ConfigError};
+use crate::env::{number, ConfigError};
 
 /// The default retry schedule, in seconds: the delay before attempt 1, 2, ... (8 attempts over
 /// about 28 hours, as common webhook providers do).

@@ -4,9 +4,35 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::ForwardSecret;
-
 type HmacSha256 = Hmac<Sha256>;
+
+/// A Standard Webhooks signing secret (`whsec_` + base64). Never printed.
+#[derive(Clone)]
+pub struct ForwardSecret(Vec<u8>);
+
+impl ForwardSecret {
+    /// Parses `whsec_<base64>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let b64 = s.trim().strip_prefix("whsec_").ok_or("must start with whsec_")?;
+        let key =
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "the part after whsec_ is not base64")?;
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        Ok(Self(key))
+    }
+
+    /// The decoded key bytes, for HMAC only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ForwardSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardSecret(<redacted>)")
+    }
+}
 
 /// Largest clock difference accepted when verifying (the Standard Webhooks default).
 pub const TOLERANCE_SECS: i64 = 5 * 60;
@@ -72,6 +98,13 @@ mod tests {
     const TS: i64 = 1614265330;
     const BODY: &[u8] = br#"{"test": 2432232314}"#;
     const EXPECTED: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn forward_secret_decodes() {
+        let s = ForwardSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(s.expose().len(), 24);
+        assert!(!format!("{s:?}").contains("MfKQ"));
+    }
 
     #[test]
     fn reference_vector() {

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::ForwardedEvent;
 use super::settings::{parse_retry_after, ForwardSettings};
-use super::signature;
-use crate::config::ForwardSecret;
+use super::signature::{self, ForwardSecret};
 use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::deliveries::DELIVERIES_CHANNEL;
 use crate::store::forward::{self as store, Attempt, Claimed, Next};

@@ -2,13 +2,26 @@
 //! batch, and each request is answered only after its own batch commits (see
 //! [`crate::store::group_commit`]).
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 
+use crate::env::{number, ConfigError};
 use crate::store::group_commit::{BatchWrite, GroupCommit};
 use crate::store::{self, NewNotification, Recorded, StoreError};
 
 /// Group-commit tuning of ingest (`INGEST_BATCH_*`).
 pub use crate::store::group_commit::GroupSettings as BatchSettings;
+
+/// Reads `INGEST_BATCH_MAX` (default 64), `INGEST_BATCH_WAIT_US` (200) and `INGEST_BATCH_WRITERS`
+/// (4) through `var`.
+pub fn settings_from_vars(var: &impl Fn(&'static str) -> Option<String>) -> Result<BatchSettings, ConfigError> {
+    Ok(BatchSettings {
+        max_batch: number(var, "INGEST_BATCH_MAX", 64)?,
+        max_wait: Duration::from_micros(number(var, "INGEST_BATCH_WAIT_US", 200)?),
+        writers: number(var, "INGEST_BATCH_WRITERS", 4)?,
+    })
+}
 
 struct Notifications;
 

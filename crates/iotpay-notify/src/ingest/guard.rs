@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use ipnet::IpNet;
 
 use super::limiter::FailureBudget;
+use crate::env::{invalid, ConfigError};
 
 /// Guard configuration.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +24,24 @@ pub struct GuardSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Failed requests an address may make per minute (also the burst); 0 = no limit.
     pub failures_per_minute: u32,
+}
+
+impl GuardSettings {
+    /// Reads `NOTIFY_ALLOWED_CIDRS`, `NOTIFY_TRUSTED_PROXIES` and `NOTIFY_FAILURES_PER_MINUTE`
+    /// (default 60) through `var`.
+    pub fn from_vars(var: &impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
+        let networks = |name: &'static str| -> Result<Vec<IpNet>, ConfigError> {
+            var(name).map_or(Ok(Vec::new()), |v| parse_networks(&v).map_err(|r| invalid(name, r)))
+        };
+        Ok(Self {
+            allowed: networks("NOTIFY_ALLOWED_CIDRS")?,
+            trusted_proxies: networks("NOTIFY_TRUSTED_PROXIES")?,
+            failures_per_minute: match var("NOTIFY_FAILURES_PER_MINUTE") {
+                None => 60,
+                Some(v) => v.parse().map_err(|_| invalid("NOTIFY_FAILURES_PER_MINUTE", "expected a whole number"))?,
+            },
+        })
+    }
 }
 
 /// Why a request is refused before it is read.

@@ -16,9 +16,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 
-use crate::config::Merchants;
 use crate::domain::ApiVersion;
-use crate::iotpay::{self, sign, Notification, NotificationError, Params, ParamsError};
+use crate::iotpay::{self, sign, Merchants, Notification, NotificationError, Params, ParamsError};
 use crate::pressure::IngestPressure;
 use crate::store::{NewNotification, Recorded, StoreError};
 use batch::{BatchSettings, Batcher};

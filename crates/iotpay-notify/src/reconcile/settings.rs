@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{number, ConfigError};
+use crate::env::{number, ConfigError};
 
 /// Knobs of reconciliation (environment variables named on each field).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::rules::{backoff, decide, without_query};
 use super::ReconcileSettings;
-use crate::config::Config;
 use crate::domain::{ApiVersion, MchId};
 use crate::iotpay::query::{FoundOrder, QueryClient, QueryError};
 use crate::iotpay::TimeZone;
@@ -78,18 +77,6 @@ impl Reconciler {
             decisions,
             name: name.to_owned(),
         }
-    }
-
-    /// Builds the replica the service runs.
-    pub fn from_config(pool: PgPool, config: &Config) -> Result<Self, reqwest::Error> {
-        let parts = Parts {
-            client: config.query_client()?,
-            settings: config.reconcile.clone(),
-            lease: config.confirm.lease,
-            forward_urls: config.forward_urls.clone(),
-            zone: config.iotpay_time_zone.clone(),
-        };
-        Ok(Self::new(pool, parts, &format!("reconciler-{}", std::process::id())))
     }
 
     /// Runs until `shutdown`.

@@ -93,6 +93,17 @@ fn number_rounds(attempts: &mut [AttemptRow]) {
     }
 }
 
+impl AttemptRow {
+    /// The attempt's label: its number, and after a redrive restarted the count, its round
+    /// (`1 (redrive 1)`), as the console and `events show` print it.
+    pub fn label(&self) -> String {
+        match self.redrive_round {
+            0 => self.attempt.to_string(),
+            round => format!("{} (redrive {round})", self.attempt),
+        }
+    }
+}
+
 /// One confirmation check of an event (`confirmation_checks`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct CheckRow {

@@ -338,7 +338,7 @@ fn timeline(d: &EventDetail) -> Vec<(DateTime<Utc>, String)> {
                 format!(
                     "<time>{}</time> <span class=\"kind\">delivery attempt {}</span> to <code>{}</code>: <strong>{}</strong> in {} ms{}",
                     time(a.started_at),
-                    esc(&crate::ops::attempt_label(a)),
+                    esc(&a.label()),
                     esc(&endpoint_label(&dl.endpoint)),
                     esc(&result),
                     a.duration_ms,

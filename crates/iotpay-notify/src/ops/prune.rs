@@ -23,9 +23,9 @@ pub struct PruneArgs {
 
 /// Runs `prune`.
 pub async fn run(args: PruneArgs) -> anyhow::Result<()> {
-    let cutoff = crate::ops::parse_since(&args.older_than, Utc::now())
+    let cutoff = super::input::parse_since(&args.older_than, Utc::now())
         .with_context(|| format!("--older-than `{}`: expected e.g. 90d or an RFC 3339 time", args.older_than))?;
-    let pool = crate::ops::pool().await?;
+    let pool = super::input::pool().await?;
     let pruned = if args.dry_run {
         retention::count(&pool, cutoff).await.context("counting prunable rows")?
     } else {

@@ -2,10 +2,10 @@
 //! IOTPay's own order and sent as the form field `params=<JSON>`, and the flat answer.
 //! Facts: docs/iotpay/V1.md, "Order query".
 
-use super::params::Params;
-use super::query::{classify_fail, kept_text, truncate, FoundOrder, QueriedOrder, QueryError};
-use super::sign::{self, SIGN_FIELD};
+use super::{classify_fail, kept_text, truncate, FoundOrder, QueriedOrder, QueryError};
 use crate::domain::{ApiVersion, Cents, MchId, MerchantKey, PayOrderId};
+use crate::params::Params;
+use crate::sign::{self, SIGN_FIELD};
 
 /// The path of the query under the v1 base URL.
 pub const PATH: &str = "query_order";

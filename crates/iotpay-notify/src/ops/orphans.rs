@@ -8,8 +8,8 @@ use clap::Args;
 use serde_json::json;
 use sqlx::PgPool;
 
+use super::table::table;
 use crate::forward::worker::endpoint_label;
-use crate::ops::table;
 use crate::store::orphans;
 
 /// `deliveries orphans`.

@@ -1,19 +1,24 @@
 //! Operator commands: `events list|show` and `deliveries redrive`. They need only `DATABASE_URL`
 //! (not the merchants' keys), print tables for people and `--json` for scripts.
 
+mod input;
+pub mod orders;
+pub mod orphans;
+pub mod prune;
+mod table;
+
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::cli::UsageError;
-use crate::config::ConfigError;
 use crate::forward::worker::endpoint_label;
 use crate::store::{self, ops, DeliveryStatus, EventStatus};
+use input::pool;
+pub use input::{parse_since, UsageError};
+use table::{cell, indent, opt_time, table, time};
 
 /// `iotpay-notify events ...`
 #[derive(Debug, Subcommand)]
@@ -57,11 +62,11 @@ pub enum DeliveriesCommand {
     /// Put dead deliveries back in the queue with a fresh retry schedule.
     Redrive(RedriveArgs),
     /// List endpoints that still have pending or dead deliveries but are not in FORWARD_URLS.
-    Orphans(crate::ops_orphans::OrphansArgs),
+    Orphans(orphans::OrphansArgs),
     /// Mark every pending or dead delivery to an endpoint not in FORWARD_URLS as dropped.
-    Drop(crate::ops_orphans::DropArgs),
+    Drop(orphans::DropArgs),
     /// Re-address pending or dead deliveries from an old endpoint to one in FORWARD_URLS.
-    Move(crate::ops_orphans::MoveArgs),
+    Move(orphans::MoveArgs),
 }
 
 /// Which dead deliveries to redrive (at least one filter, or `--all`).
@@ -84,20 +89,6 @@ pub struct RedriveArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-pub(crate) async fn pool() -> anyhow::Result<PgPool> {
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
-    let url = url.ok_or(ConfigError::Missing("DATABASE_URL"))?;
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(ConfigError::Invalid {
-            var: "DATABASE_URL",
-            reason: "must start with postgres:// or postgresql://".into(),
-        }
-        .into());
-    }
-    let pool = store::connect_lazy(&url, 2)?;
-    Ok(pool)
 }
 
 /// Runs an `events` subcommand, printing to stdout.
@@ -158,13 +149,13 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
 /// Runs a `deliveries` subcommand, printing to stdout.
 pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
-        DeliveriesCommand::Orphans(args) => crate::ops_orphans::orphans(&pool().await?, args).await?,
-        DeliveriesCommand::Drop(args) => crate::ops_orphans::drop(&pool().await?, args).await?,
-        DeliveriesCommand::Move(args) => crate::ops_orphans::move_to(&pool().await?, args).await?,
+        DeliveriesCommand::Orphans(args) => orphans::orphans(&pool().await?, args).await?,
+        DeliveriesCommand::Drop(args) => orphans::drop(&pool().await?, args).await?,
+        DeliveriesCommand::Move(args) => orphans::move_to(&pool().await?, args).await?,
         DeliveriesCommand::Redrive(args) => {
             let pool = pool().await?;
             let endpoint = match &args.endpoint {
-                Some(given) => Some(crate::ops_orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
+                Some(given) => Some(orphans::stored_endpoint(&pool, given).await.context("--endpoint")?),
                 None => None,
             };
             let filter = ops::RedriveFilter {
@@ -202,75 +193,6 @@ pub async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The label of an attempt: its number, and after a redrive restarted the count, its round
-/// (`1 (redrive 1)`).
-pub fn attempt_label(a: &ops::AttemptRow) -> String {
-    match a.redrive_round {
-        0 => a.attempt.to_string(),
-        round => format!("{} (redrive {round})", a.attempt),
-    }
-}
-
-/// Reads a time flag (`--since`, `--older-than`): an RFC 3339 time, or a duration before `now`
-/// (`90s`, `30m`, `24h`, `7d`). A bad value is a [`UsageError`] (exit 2).
-pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, UsageError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.to_utc());
-    }
-    let s = s.trim();
-    let bad = || UsageError(format!("`{s}` is neither an RFC 3339 time nor a duration like 30m, 24h, 7d"));
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().ok().filter(|_| !digits.is_empty()).ok_or_else(bad)?;
-    let unit_secs: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
-    // Checked all the way: a huge duration is an error, never a wrapped, silently wrong time.
-    let too_far = || UsageError(format!("`{s}` reaches before the earliest time this program can represent"));
-    let secs = n.checked_mul(unit_secs).ok_or_else(too_far)?;
-    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).map_err(|_| too_far())?;
-    now.checked_sub_signed(ago).ok_or_else(too_far)
-}
-
-fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn opt_time(t: Option<DateTime<Utc>>) -> String {
-    t.map(time).unwrap_or_else(|| "-".into())
-}
-
-/// Left-aligned columns separated by two spaces.
-pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let rows: Vec<Vec<String>> = rows.into_iter().collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let last = cells.len() - 1;
-        for (i, cell) in cells.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                let _ = write!(out, "{:<w$}  ", cell, w = widths[i]);
-            }
-        }
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
-    }
-    out
-}
-
 fn events_table(rows: &[store::admin::ListedEvent]) -> String {
     if rows.is_empty() {
         return "no events\n".into();
@@ -299,18 +221,6 @@ fn events_table(rows: &[store::admin::ListedEvent]) -> String {
             ]
         }),
     )
-}
-
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".into(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn indent(text: &str, by: &str) -> String {
-    text.lines().map(|l| format!("{by}{l}\n")).collect()
 }
 
 fn event_text(d: &ops::EventDetail) -> String {
@@ -389,7 +299,7 @@ fn event_text(d: &ops::EventDetail) -> String {
                             .map(|c| if c.is_control() { ' ' } else { c })
                             .take(60)
                             .collect();
-                        vec![attempt_label(a), time(a.started_at), a.duration_ms.to_string(), result, snippet]
+                        vec![a.label(), time(a.started_at), a.duration_ms.to_string(), result, snippet]
                     }),
                 ),
                 "    ",
@@ -397,28 +307,4 @@ fn event_text(d: &ops::EventDetail) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_reads_times_and_durations() {
-        let now = DateTime::parse_from_rfc3339("2026-01-10T00:00:00Z").unwrap().to_utc();
-        assert_eq!(time(parse_since("2026-01-01T12:00:00+01:00", now).unwrap()), "2026-01-01T11:00:00Z");
-        assert_eq!(time(parse_since("90s", now).unwrap()), "2026-01-09T23:58:30Z");
-        assert_eq!(time(parse_since("30m", now).unwrap()), "2026-01-09T23:30:00Z");
-        assert_eq!(time(parse_since("24h", now).unwrap()), "2026-01-09T00:00:00Z");
-        assert_eq!(time(parse_since("7d", now).unwrap()), "2026-01-03T00:00:00Z");
-        for bad in ["", "h", "5y", "yesterday", "-3h"] {
-            assert!(parse_since(bad, now).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    LONGER\nxyz  1\n");
-    }
 }

@@ -61,7 +61,7 @@ pub async fn orders(cmd: OrdersCommand) -> anyhow::Result<()> {
                 }
                 other => anyhow::anyhow!("{other}"),
             })?;
-            let pool = crate::ops::pool().await?;
+            let pool = super::input::pool().await?;
             match orders::register(&pool, &order, config.reconcile.after.as_secs() as i64)
                 .await
                 .context("registering the order")?
@@ -72,7 +72,7 @@ pub async fn orders(cmd: OrdersCommand) -> anyhow::Result<()> {
             }
         }
         OrdersCommand::Show { mch_id, mch_order_no } => {
-            let pool = crate::ops::pool().await?;
+            let pool = super::input::pool().await?;
             let view = orders::show(&pool, &mch_id, &mch_order_no).await.context("reading the order")?;
             let view = view.with_context(|| format!("no order {mch_id}/{mch_order_no}"))?;
             println!("{}", serde_json::to_string_pretty(&view)?);
