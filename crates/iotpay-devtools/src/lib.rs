@@ -5,7 +5,7 @@
 #![warn(missing_docs)]
 
 // The service's modules under their own names, so tools read like the service's code.
-use iotpay_notify::{config, domain, forward, iotpay, service, store, telemetry};
+use iotpay_notify::{config, domain, duration, forward, iotpay, service, store, telemetry};
 
 pub mod bench;
 pub mod cli;
