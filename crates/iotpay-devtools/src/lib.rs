@@ -10,6 +10,7 @@ use iotpay_notify::{config, domain, duration, forward, iotpay, service, store, t
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod env;
 pub mod pgcluster;
 pub mod sandbox;
 pub mod sink;
