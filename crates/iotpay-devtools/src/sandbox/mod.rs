@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{MchId, MerchantKey};
 use crate::duration::{self, Syntax, Unit};
 
-pub use orders::{sign_object, Order};
+pub use orders::Order;
 pub use query_api::{QueryOutcome, QueryRecord};
 pub use sender::{Attempt, Delivery, SendOptions};
 

@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Map, Value};
 
 use super::{lock, Sandbox, SandboxError};
-use crate::domain::{ApiVersion, MerchantKey};
-use crate::iotpay::{sign, Params};
+use crate::domain::ApiVersion;
 
 /// One order in the sandbox's book, as IOTPay knows it (the truth the query tells).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,15 +124,6 @@ fn into_map(v: Value) -> Map<String, Value> {
     }
 }
 
-/// Adds `sign` to a flat JSON object, computed by the service's own sign code over exactly the
-/// text the receiver will parse.
-pub fn sign_object(fields: &mut Map<String, Value>, key: &MerchantKey) {
-    fields.remove(sign::SIGN_FIELD);
-    let text = serde_json::to_vec(&*fields).expect("a JSON map serializes");
-    let params = Params::from_json(&text).expect("the sandbox builds flat objects");
-    fields.insert(sign::SIGN_FIELD.into(), Value::String(sign::sign_params(&params, key)));
-}
-
 impl Sandbox {
     /// Books a successful v3 card payment.
     pub fn create_v3_payment(&self, amount: i64) -> Order {
@@ -236,20 +226,5 @@ impl Sandbox {
     fn book(&self, order: Order) -> Order {
         lock(&self.shared.orders).push(order.clone());
         order
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signed_objects_verify_with_the_service_code() {
-        let key = MerchantKey::new("k");
-        let mut fields = into_map(json!({"a": 1, "b": "", "c": "x"}));
-        sign_object(&mut fields, &key);
-        let params = Params::from_json(Value::Object(fields.clone()).to_string().as_bytes()).unwrap();
-        assert!(sign::verify(&params, fields["sign"].as_str().unwrap(), &[key]));
-        assert!(!sign::verify(&params, fields["sign"].as_str().unwrap(), &[MerchantKey::new("other")]));
     }
 }
