@@ -5,8 +5,6 @@ use clap::Subcommand;
 
 use crate::iotpay::Merchants;
 
-pub use crate::service::wait_for_signal;
-
 /// The development tools' subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -330,7 +330,7 @@ pub mod command {
         config.print = true;
         let sink = Sink::start(config).await?;
         println!("sink listening: FORWARD_URLS={} (Ctrl-C to stop)", sink.url());
-        crate::cli::wait_for_signal().await;
+        crate::service::wait_for_signal().await;
         Ok(())
     }
 }

@@ -207,6 +207,6 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("serving cc_query and query_order until Ctrl-C");
-    crate::cli::wait_for_signal().await;
+    crate::service::wait_for_signal().await;
     Ok(())
 }
