@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod env;
+pub mod os;
 pub mod pgcluster;
 pub mod sandbox;
 pub mod sink;
