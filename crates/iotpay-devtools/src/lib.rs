@@ -1,6 +1,8 @@
 //! Development tools for iotpay-notify. None of them is part of the service: a simulated IOTPay
 //! ([`sandbox`]), a webhook receiver ([`sink`]), throwaway PostgreSQL clusters ([`pgcluster`],
-//! [`testing`]), load generators ([`bench`]) and the demo ([`demo`]).
+//! [`testing`]), load generators ([`bench`]) and the demo ([`demo`]); [`env`] reads the service's
+//! settings with the service's parsers, and [`os`] holds the few system calls the fault tests
+//! need, so that only this crate links `libc`.
 
 #![warn(missing_docs)]
 
