@@ -1,6 +1,6 @@
 //! Development tools for iotpay-notify. None of them is part of the service: a simulated IOTPay
 //! ([`sandbox`]), a webhook receiver ([`sink`]), throwaway PostgreSQL clusters ([`pgcluster`],
-//! [`testing`]), load generators ([`bench`]) and the demo ([`demo`]); [`env`] reads the service's
+//! [`testing`]), load generators ([`bench`]) and the demo ([`demo`]); [`env`](mod@env) reads the service's
 //! settings with the service's parsers, and [`os`] holds the few system calls the fault tests
 //! need, so that only this crate links `libc`.
 

@@ -16,7 +16,7 @@ pub enum Verdict {
     BadSignature,
     /// Signed correctly but the body is not a JSON event: 400.
     Malformed,
-    /// Signed correctly, answered with a scripted [`Answer`] of this status.
+    /// Signed correctly, answered with a scripted [`Answer`](super::Answer) of this status.
     Scripted(StatusCode),
 }
 
