@@ -1,6 +1,8 @@
 //! The `iotpay-notify` binary: the service's commands and, with the `devtools` feature (on by
 //! default, off in the production image), the development tools' commands.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 
 /// Receives, verifies, stores, confirms and forwards IOTPay payment notifications.

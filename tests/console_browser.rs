@@ -208,8 +208,8 @@ async fn console_in_chromium_fixes_a_dead_delivery() {
         q.send_keys(&format!("PC20261120000{}", char::from(Key::Enter))).await?;
         let link = c.wait().for_element(Locator::LinkText(&ids[0])).await?;
         link.click().await?;
-        let h1 = c.wait().for_element(Locator::Css("h1")).await?;
-        assert!(h1.text().await?.contains("payment.succeeded"));
+        // The events page has an <h1> too: wait for the event page's own, never a stale one.
+        c.wait().for_element(Locator::XPath("//h1[contains(., 'payment.succeeded')]")).await?;
         let body = c.find(Locator::Css("main")).await?.text().await?;
         assert!(body.contains("dead"), "the dead delivery is shown: {body}");
         assert!(body.contains("ERP maintenance"), "the response snippet is shown: {body}");

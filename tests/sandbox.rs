@@ -312,3 +312,34 @@ async fn the_sandbox_command_sends_to_the_service_and_reports() {
     assert_eq!(types, ["payment.succeeded", "payment.succeeded", "refund.succeeded", "payment.succeeded"]);
     assert!(rows.iter().all(|r| r.1 == 4200));
 }
+
+/// Runs `sandbox --exit-when-sent` (nothing to send) with this IOTPAY_MERCHANTS.
+async fn sandbox_command_with(merchants: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--exit-when-sent"])
+        .env_clear()
+        .env("IOTPAY_MERCHANTS", merchants)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_sandbox_command_reads_iotpay_merchants_as_the_service_does() {
+    // The first merchant listed, whatever the others.
+    let out = sandbox_command_with(&format!("{OTHER_MCH}:{OTHER_KEY},{}", merchants_env())).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("sandbox for merchant {OTHER_MCH};")), "{stdout}");
+
+    // A value the service refuses is refused here too, never echoing the key, instead of the
+    // sandbox acting as a merchant named after the key.
+    for (merchants, says) in [(format!("{KEY}:{MCH}"), "swapped"), (format!("{MCH}:short"), "32 letters and digits")] {
+        let out = sandbox_command_with(&merchants).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{merchants}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains("IOTPAY_MERCHANTS") && stderr.contains(says), "{merchants}: {stderr}");
+        assert!(!stderr.contains(KEY) && !stderr.contains("short"), "{stderr}");
+    }
+}

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use iotpay_devtools::sink::{Sink, SinkConfig, Verdict};
+use axum::http::StatusCode;
+use iotpay_devtools::sink::{Answer, Sink, SinkConfig, Verdict};
 use iotpay_notify::config::ForwardSecret;
 use iotpay_notify::forward::signature;
 use serde_json::json;
@@ -121,6 +122,68 @@ async fn signed_garbage_is_a_400() {
     let sink = sink().await;
     assert_eq!(post(&sink, "evt_6", "not json", SECRET, now()).await, 400);
     assert_eq!(sink.received()[0].verdict, Verdict::Malformed);
+}
+
+/// POSTs a fresh event to `path`, signed with `secret`; returns status, `Retry-After` and body.
+async fn post_to(sink: &Sink, path: &str, id: &str, secret: &str) -> (u16, Option<String>, String) {
+    let (secret, ts, body) = (ForwardSecret::parse(secret).unwrap(), now(), event(id));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}{path}", sink.addr()))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature::sign(&secret, id, ts, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), retry_after, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn answers_as_scripted_per_path_then_by_default_then_by_fallback() {
+    let sink = sink().await;
+    sink.script(
+        "/erp",
+        [
+            Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+            Answer::new(StatusCode::SERVICE_UNAVAILABLE, "slow down").with_header("retry-after", "7"),
+        ],
+    );
+    sink.set_default("/erp", Some(Answer::new(StatusCode::BAD_GATEWAY, "down")));
+    let mut got = Vec::new();
+    for i in 0..4 {
+        got.push(post_to(&sink, "/erp", &format!("evt_e{i}"), SECRET).await);
+    }
+    let text = |(s, r, b): (u16, Option<&str>, &str)| (s, r.map(str::to_owned), b.to_owned());
+    assert_eq!(
+        got,
+        [(500, None, "boom"), (503, Some("7"), "slow down"), (502, None, "down"), (502, None, "down")].map(text)
+    );
+    // Another path is unaffected: the sink's own 200 (an empty body), until a fallback is set.
+    assert_eq!(post_to(&sink, "/ledger", "evt_l1", SECRET).await, text((200, None, "")));
+    sink.set_fallback(Some(Answer::new(StatusCode::OK, "ok")));
+    assert_eq!(post_to(&sink, "/ledger", "evt_l2", SECRET).await, text((200, None, "ok")));
+
+    // A bad signature is refused as such and uses up no scripted answer.
+    sink.script("/erp", [Answer::new(StatusCode::IM_A_TEAPOT, "teapot")]);
+    assert_eq!(post_to(&sink, "/erp", "evt_e4", OTHER_SECRET).await.0, 401);
+    assert_eq!(post_to(&sink, "/erp", "evt_e5", SECRET).await, text((418, None, "teapot")));
+    sink.set_default("/erp", None);
+    assert_eq!(post_to(&sink, "/erp", "evt_e6", SECRET).await, text((200, None, "ok")), "back to the fallback");
+
+    // Every request is recorded with its path, headers and verdict; only the sink's own 200 is
+    // an acceptance.
+    let received = sink.received();
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/erp", "/erp", "/erp", "/erp", "/ledger", "/ledger", "/erp", "/erp", "/erp"]);
+    assert_eq!(received[0].verdict, Verdict::Scripted(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(received[6].verdict, Verdict::BadSignature);
+    assert!(received.iter().all(|r| r.headers["content-type"] == "application/json"));
+    assert_eq!(sink.accepted().iter().map(|r| r.webhook_id.as_str()).collect::<Vec<_>>(), ["evt_l1"]);
+    assert_eq!(sink.received_since(7).len(), 2);
+    assert!(sink.received_since(99).is_empty());
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use iotpay_devtools::testing::TestDatabase;
 use iotpay_notify::app::App;
 use iotpay_notify::config::Config;
 use iotpay_notify::domain::MerchantKey;
+use iotpay_notify::iotpay::sign;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +138,9 @@ fn text_of(v: &Value) -> String {
 
 /// Adds `sign` computed with `key`, returns the JSON body.
 pub fn signed(fields: Value, key: &str) -> String {
-    iotpay_devtools::bench::with_sign(fields, &MerchantKey::new(key))
+    let Value::Object(mut fields) = fields else { panic!("notification fields are an object") };
+    sign::sign_object(&mut fields, &MerchantKey::new(key));
+    Value::Object(fields).to_string()
 }
 
 /// The same, form-encoded.

@@ -125,8 +125,7 @@ impl Service {
     /// SIGTERM; returns the exit status (graceful shutdown).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        iotpay_devtools::os::terminate(child.id()).expect("SIGTERM to our own child");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -282,7 +281,7 @@ impl Receiver {
                     }
                     _ => {
                         self.state.faults.resets.fetch_add(1, Ordering::SeqCst);
-                        reset(stream);
+                        iotpay_devtools::os::reset(stream);
                         return;
                     }
                 }
@@ -319,23 +318,6 @@ impl Receiver {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Closes with an RST instead of a FIN (SO_LINGER 0): a connection reset for the forwarder.
-fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd as _;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on a socket we own, with a correctly sized `linger` value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(stream);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,20 +1,17 @@
-//! Harness for forwarding tests: a receiving HTTP server that verifies every request's Standard
-//! Webhooks signature and validates its body against docs/forwarded-event.schema.json, plus
-//! helpers that confirm events exactly as the confirmation worker does.
+//! Harness for forwarding tests: the development tools' sink (it verifies every request's
+//! Standard Webhooks signature), scripted per path, with every body validated against
+//! docs/forwarded-event.schema.json, plus helpers that confirm events exactly as the
+//! confirmation worker does.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::StatusCode;
+use iotpay_devtools::sink::{self, Answer, Sink, SinkConfig, Verdict};
 use iotpay_notify::config::ForwardSecret;
-use iotpay_notify::forward::{signature, ForwardSettings, Forwarder};
+use iotpay_notify::forward::{ForwardSettings, Forwarder};
 use iotpay_notify::store;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -42,6 +39,19 @@ pub enum Reply {
     Body(u16, &'static str),
 }
 
+impl Reply {
+    fn answer(self) -> Answer {
+        let status = |s: u16| StatusCode::from_u16(s).unwrap();
+        match self {
+            Reply::Ok => Answer::new(StatusCode::OK, "ok"),
+            Reply::Status(s) => Answer::new(status(s), "boom"),
+            Reply::RetryAfter(s, after) => Answer::new(status(s), "slow down").with_header("retry-after", after),
+            Reply::Sleep(d) => Answer::new(StatusCode::OK, "late").after(d),
+            Reply::Body(s, body) => Answer::new(status(s), body),
+        }
+    }
+}
+
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -55,22 +65,14 @@ pub struct Received {
     pub schema_errors: Vec<String>,
 }
 
-#[derive(Default)]
-struct Inner {
-    scripts: HashMap<String, VecDeque<Reply>>,
-    /// Answer for requests past the script (default `Ok`).
-    default: HashMap<String, Reply>,
-    /// Per-request handling delay for every path.
-    delay: Duration,
-    received: Vec<Received>,
-}
-
-/// A receiving endpoint server on 127.0.0.1.
+/// A receiving endpoint on 127.0.0.1: a [`Sink`] that answers `ok` unless scripted.
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
-    inner: Arc<Mutex<Inner>>,
+    sink: Arc<Sink>,
     schema: Arc<jsonschema::Validator>,
+    /// The sink's records seen so far, with their schema check (each body is checked once).
+    seen: Arc<Mutex<Vec<Received>>>,
 }
 
 /// docs/forwarded-event.schema.json, the contract of forwarded events.
@@ -85,12 +87,9 @@ pub fn schema() -> jsonschema::Validator {
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let me = Receiver { addr, inner: Default::default(), schema: Arc::new(schema()) };
-        let app = Router::new().fallback(handle).with_state(me.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        me
+        let sink = Sink::start(SinkConfig::new(secret())).await.unwrap();
+        sink.set_fallback(Some(Reply::Ok.answer()));
+        Receiver { addr: sink.addr(), sink: Arc::new(sink), schema: Arc::new(schema()), seen: Arc::default() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -99,67 +98,42 @@ impl Receiver {
 
     /// Answers the next requests on `path` with `replies`, in order, then `Ok`.
     pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
-        self.inner.lock().unwrap().scripts.entry(path.into()).or_default().extend(replies);
+        self.sink.script(path, replies.into_iter().map(Reply::answer));
     }
 
     /// Answers requests past the script on `path` with `reply`.
     pub fn default_reply(&self, path: &str, reply: Reply) {
-        self.inner.lock().unwrap().default.insert(path.into(), reply);
+        self.sink.set_default(path, Some(reply.answer()));
     }
 
     /// Every request takes this long to answer.
     pub fn set_delay(&self, d: Duration) {
-        self.inner.lock().unwrap().delay = d;
+        self.sink.set_delay(d);
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.inner.lock().unwrap().received.clone()
+        let mut seen = self.seen.lock().unwrap();
+        let new = self.sink.received_since(seen.len());
+        seen.extend(new.into_iter().map(|r| self.check(r)));
+        seen.clone()
     }
 
     pub fn received_on(&self, path: &str) -> Vec<Received> {
         self.received().into_iter().filter(|r| r.path == path).collect()
     }
-}
 
-async fn handle(State(me): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let webhook_id = h("webhook-id");
-    let timestamp: i64 = h("webhook-timestamp").parse().unwrap_or(0);
-    let now = chrono::Utc::now().timestamp();
-    let signature_ok =
-        signature::verify(&secret(), &webhook_id, timestamp, &body, &h("webhook-signature"), now).is_ok();
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let schema_errors = me.schema.iter_errors(&parsed).map(|e| e.to_string()).collect();
-    let path = uri.path().to_owned();
-    let (reply, delay) = {
-        let mut inner = me.inner.lock().unwrap();
-        inner.received.push(Received {
-            path: path.clone(),
-            webhook_id,
-            timestamp,
-            content_type: h("content-type"),
-            at: Instant::now(),
-            body: parsed,
-            signature_ok,
-            schema_errors,
-        });
-        let scripted = inner.scripts.get_mut(&path).and_then(|q| q.pop_front());
-        (scripted.or_else(|| inner.default.get(&path).cloned()).unwrap_or(Reply::Ok), inner.delay)
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match reply {
-        Reply::Ok => (StatusCode::OK, "ok").into_response(),
-        Reply::Status(s) => (StatusCode::from_u16(s).unwrap(), "boom").into_response(),
-        Reply::RetryAfter(s, after) => {
-            (StatusCode::from_u16(s).unwrap(), [("retry-after", after)], "slow down").into_response()
+    fn check(&self, r: sink::Received) -> Received {
+        let content_type = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        Received {
+            schema_errors: self.schema.iter_errors(&r.body).map(|e| e.to_string()).collect(),
+            signature_ok: r.verdict != Verdict::BadSignature,
+            path: r.path,
+            webhook_id: r.webhook_id,
+            timestamp: r.timestamp.unwrap_or(0),
+            content_type,
+            at: r.at,
+            body: r.body,
         }
-        Reply::Sleep(d) => {
-            tokio::time::sleep(d).await;
-            (StatusCode::OK, "late").into_response()
-        }
-        Reply::Body(s, body) => (StatusCode::from_u16(s).unwrap(), body).into_response(),
     }
 }
 

@@ -110,28 +110,11 @@ pub fn signed_bodies(mch_id: &str, key: &MerchantKey, count: usize, repeat_share
                 "expirationDate": "0729"
             }),
         };
-        bodies.push(with_sign(fields, key));
+        let Value::Object(mut fields) = fields else { unreachable!("built from object literals") };
+        sign::sign_object(&mut fields, key);
+        bodies.push(Value::Object(fields).to_string());
     }
     bodies
-}
-
-/// Adds the `sign` field to a flat JSON object and serializes it.
-pub fn with_sign(mut fields: Value, key: &MerchantKey) -> String {
-    let obj = fields.as_object_mut().expect("notification fields are an object");
-    let texts: Vec<(String, String)> = obj
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            (k.clone(), text)
-        })
-        .collect();
-    let s = sign::sign_pairs(texts.iter().map(|(k, v)| (k.as_str(), v.as_str())), key);
-    obj.insert("sign".into(), Value::String(s));
-    fields.to_string()
 }
 
 /// Sends the plan's notifications at its concurrency over keep-alive connections.

@@ -1,6 +1,9 @@
 //! The development tools' commands: `demo`, `sandbox`, `sink`, `bench`.
 
+use anyhow::Context;
 use clap::Subcommand;
+
+use crate::iotpay::Merchants;
 
 /// The development tools' subcommands.
 #[derive(Debug, Subcommand)]
@@ -80,18 +83,18 @@ pub struct BenchArgs {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let merchant = match args.merchant {
-        Some(m) => m,
-        None => std::env::var("IOTPAY_MERCHANTS")
-            .ok()
-            .and_then(|m| m.split(',').next().map(str::to_owned))
-            .ok_or_else(|| anyhow::anyhow!("--merchant MCH_ID:KEY or IOTPAY_MERCHANTS is required"))?,
+    let merchants = match &args.merchant {
+        Some(m) => Some(Merchants::parse(m).map_err(anyhow::Error::msg).context("--merchant")?),
+        None => crate::env::merchants()?,
     };
-    let (mch_id, key) = merchant.split_once(':').ok_or_else(|| anyhow::anyhow!("--merchant must be MCH_ID:KEY"))?;
+    let (mch_id, key) = merchants
+        .as_ref()
+        .and_then(Merchants::first)
+        .context("--merchant MCH_ID:KEY or IOTPAY_MERCHANTS is required")?;
     let plan = crate::bench::BenchPlan {
         base_url: args.url,
-        mch_id: mch_id.trim().to_owned(),
-        key: crate::domain::MerchantKey::new(key.trim()),
+        mch_id: mch_id.to_string(),
+        key: key.clone(),
         concurrency: args.concurrency,
         count: args.count,
         duration: std::time::Duration::from_secs(args.duration),

@@ -15,6 +15,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+pub mod duration;
 pub mod env;
 #[cfg(all(feature = "fault-injection", unix))]
 pub mod fault;

@@ -25,12 +25,14 @@ pub fn is_merchant_key(s: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Merchants {
     keys: HashMap<MchId, Vec<MerchantKey>>,
+    /// The ids in the order first listed: "the first merchant" means the same on every run.
+    listed: Vec<MchId>,
 }
 
 impl Merchants {
     /// Parses `MCH_ID:KEY,MCH_ID:KEY`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
+        let mut merchants = Self::default();
         for (i, pair) in s.split(',').map(str::trim).enumerate() {
             if pair.is_empty() {
                 continue;
@@ -57,21 +59,28 @@ impl Merchants {
                     i + 1
                 ));
             }
-            keys.entry(id).or_default().push(MerchantKey::new(key));
+            merchants.add(id, MerchantKey::new(key));
         }
-        if keys.is_empty() {
+        if merchants.keys.is_empty() {
             return Err("no MCH_ID:KEY entries".into());
         }
-        Ok(Self { keys })
+        Ok(merchants)
     }
 
     /// Builds from explicit pairs (tests, demo).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut keys: HashMap<MchId, Vec<MerchantKey>> = HashMap::new();
+        let mut merchants = Self::default();
         for (id, key) in pairs {
-            keys.entry(MchId::parse(id).expect("valid mch id")).or_default().push(MerchantKey::new(key));
+            merchants.add(MchId::parse(id).expect("valid mch id"), MerchantKey::new(key));
         }
-        Self { keys }
+        merchants
+    }
+
+    fn add(&mut self, id: MchId, key: MerchantKey) {
+        if !self.keys.contains_key(&id) {
+            self.listed.push(id.clone());
+        }
+        self.keys.entry(id).or_default().push(key);
     }
 
     /// Every key valid for verifying the merchant's messages; `None` if the merchant is unknown.
@@ -84,8 +93,34 @@ impl Merchants {
         self.keys.get(mch_id).and_then(|k| k.first())
     }
 
-    /// Configured merchant ids.
+    /// Configured merchant ids, in the order listed.
     pub fn ids(&self) -> impl Iterator<Item = &MchId> {
-        self.keys.keys()
+        self.listed.iter()
+    }
+
+    /// The first merchant listed and its signing key (what the development tools act as).
+    pub fn first(&self) -> Option<(&MchId, &MerchantKey)> {
+        let id = self.listed.first()?;
+        Some((id, self.signing_key(id)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "7C1B0D3E5F8A2C4E6B9D0F1A3C5E7B9D";
+    const K2: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F9";
+
+    #[test]
+    fn the_first_merchant_is_the_first_listed_with_its_first_key() {
+        // Enough ids that a hash map's order would not be the listed one by chance.
+        let ids: Vec<String> = (0..16).map(|i| format!("{}", 90 - i)).collect();
+        let listed: Vec<String> = ids.iter().map(|id| format!("{id}:{K1}")).collect();
+        let m = Merchants::parse(&format!("{},{}:{K2}", listed.join(","), ids[0])).unwrap();
+        assert_eq!(m.ids().map(MchId::as_str).collect::<Vec<_>>(), ids);
+        let (id, key) = m.first().unwrap();
+        assert_eq!((id.as_str(), key.expose()), ("90", K1), "the first key signs; the second is a rotation");
+        assert!(Merchants::default().first().is_none());
     }
 }

@@ -110,6 +110,27 @@ pub fn sign_params(params: &Params, key: &MerchantKey) -> String {
     sign_pairs(params.sign_pairs(), key)
 }
 
+/// Adds `sign` to a JSON object's fields (replacing any), signed as IOTPay's code signs: each
+/// value signs as the text a receiver reads from the serialized object (a string as itself,
+/// `null` as nothing, a number or boolean as its JSON). What the sandbox and the load
+/// generators send, and what tests build their notifications with.
+pub fn sign_object(fields: &mut serde_json::Map<String, serde_json::Value>, key: &MerchantKey) {
+    use serde_json::Value;
+    let texts: Vec<(&str, std::borrow::Cow<'_, str>)> = fields
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                Value::String(s) => s.as_str().into(),
+                Value::Null => "".into(),
+                other => other.to_string().into(),
+            };
+            (name.as_str(), text)
+        })
+        .collect();
+    let sign = sign_pairs(texts.iter().map(|(name, text)| (*name, text.as_ref())), key);
+    fields.insert(SIGN_FIELD.into(), Value::String(sign));
+}
+
 /// True when `received` (hex, any case) matches the sign under any of `keys`, in byte order or,
 /// only when that fails and the order differs, in natural order; compared in constant time.
 pub fn verify(params: &Params, received: &str, keys: &[MerchantKey]) -> bool {
@@ -175,6 +196,21 @@ mod tests {
             );
             assert!(!verify(&params, expected, &[MerchantKey::new("other")]), "wrong key rejected for {name}");
         }
+    }
+
+    #[test]
+    fn signed_objects_verify_with_the_receivers_code() {
+        let key = MerchantKey::new("k");
+        let mut fields = match serde_json::json!({"a": 1, "b": "", "c": "x", "d": null, "e": true, "f": 1e3}) {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        fields.insert(SIGN_FIELD.into(), "stale".into());
+        sign_object(&mut fields, &key);
+        let params = Params::from_json(serde_json::Value::Object(fields.clone()).to_string().as_bytes()).unwrap();
+        assert!(verify(&params, fields["sign"].as_str().unwrap(), std::slice::from_ref(&key)));
+        assert!(!verify(&params, fields["sign"].as_str().unwrap(), &[MerchantKey::new("other")]));
+        assert_eq!(fields["sign"], sign_params(&params, &key), "the sign the sandbox's own code computed");
     }
 
     #[test]

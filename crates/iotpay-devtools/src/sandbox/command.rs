@@ -83,27 +83,30 @@ pub struct SandboxArgs {
     pub exit_when_sent: bool,
 }
 
-/// The merchant from the flags, else from `IOTPAY_MERCHANTS` (in the order listed).
+/// The merchant from the flags, else from `IOTPAY_MERCHANTS` (the first listed, its first key).
 fn merchant(args: &SandboxArgs) -> anyhow::Result<(MchId, MerchantKey)> {
-    let listed: Vec<(String, String)> = std::env::var("IOTPAY_MERCHANTS")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| pair.trim().split_once(':'))
-        .map(|(id, key)| (id.trim().to_owned(), key.trim().to_owned()))
-        .collect();
+    if let (Some(id), Some(key)) = (&args.mch_id, &args.key) {
+        // Both given: IOTPAY_MERCHANTS is not needed, so it is not read (nor can it be wrong).
+        return Ok((MchId::parse(id).context("--mch-id")?, MerchantKey::new(key.clone())));
+    }
+    let listed = crate::env::merchants()?;
     let mch_id = match &args.mch_id {
-        Some(id) => id.clone(),
-        None => listed.first().map(|(id, _)| id.clone()).context("--mch-id is required (or set IOTPAY_MERCHANTS)")?,
+        Some(id) => MchId::parse(id).context("--mch-id")?,
+        None => listed
+            .as_ref()
+            .and_then(|m| m.first())
+            .map(|(id, _)| id.clone())
+            .context("--mch-id is required (or set IOTPAY_MERCHANTS)")?,
     };
     let key = match &args.key {
-        Some(key) => key.clone(),
+        Some(key) => MerchantKey::new(key.clone()),
         None => listed
-            .iter()
-            .find(|(id, _)| *id == mch_id)
-            .map(|(_, key)| key.clone())
+            .as_ref()
+            .and_then(|m| m.signing_key(&mch_id))
+            .cloned()
             .with_context(|| format!("no key for merchant {mch_id}: pass --key or list it in IOTPAY_MERCHANTS"))?,
     };
-    Ok((MchId::parse(&mch_id).context("--mch-id")?, MerchantKey::new(key)))
+    Ok((mch_id, key))
 }
 
 fn describe(kind: &str, d: &Delivery) {

@@ -24,8 +24,9 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{MchId, MerchantKey};
+use crate::duration::{self, Syntax, Unit};
 
-pub use orders::{sign_object, Order};
+pub use orders::Order;
 pub use query_api::{QueryOutcome, QueryRecord};
 pub use sender::{Attempt, Delivery, SendOptions};
 
@@ -241,23 +242,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Parses a re-send schedule: `15s,15s,30s,3m,1h` (units `ms`, `s`, `m`, `h`).
+/// Parses a re-send schedule: `15s,15s,30s,3m,1h` (units `ms`, `s`, `m`, `h`; always written).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_duration).collect()
-}
-
-/// Parses one duration: a whole number with unit `ms`, `s`, `m` or `h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("`{s}` has no unit (ms, s, m, h)"))?;
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a whole number and a unit"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("`{s}`: unit must be ms, s, m or h")),
-    }
+    const SCHEDULE: Syntax = Syntax { units: &[Unit::Millis, Unit::Secs, Unit::Mins, Unit::Hours], bare: None };
+    duration::parse_list(text, SCHEDULE).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

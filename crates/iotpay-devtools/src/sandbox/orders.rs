@@ -1,12 +1,13 @@
 //! The sandbox's order book: what IOTPay knows about each order (the truth its query tells).
 
 use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
 use super::{lock, Sandbox, SandboxError};
-use crate::domain::{ApiVersion, MerchantKey};
-use crate::iotpay::{sign, Params};
+use crate::domain::ApiVersion;
+use crate::iotpay::TimeZone;
 
 /// One order in the sandbox's book, as IOTPay knows it (the truth the query tells).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,15 +126,6 @@ fn into_map(v: Value) -> Map<String, Value> {
     }
 }
 
-/// Adds `sign` to a flat JSON object, computed by the service's own sign code over exactly the
-/// text the receiver will parse.
-pub fn sign_object(fields: &mut Map<String, Value>, key: &MerchantKey) {
-    fields.remove(sign::SIGN_FIELD);
-    let text = serde_json::to_vec(&*fields).expect("a JSON map serializes");
-    let params = Params::from_json(&text).expect("the sandbox builds flat objects");
-    fields.insert(sign::SIGN_FIELD.into(), Value::String(sign::sign_params(&params, key)));
-}
-
 impl Sandbox {
     /// Books a successful v3 card payment.
     pub fn create_v3_payment(&self, amount: i64) -> Order {
@@ -192,13 +184,15 @@ impl Sandbox {
 
     pub(super) fn new_order(&self, api_version: ApiVersion, prefix: &str, amount: i64) -> Order {
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let now = jiff::Zoned::now()
-            .with_time_zone(jiff::tz::TimeZone::get("America/Toronto").unwrap_or(jiff::tz::TimeZone::UTC));
+        let now = SystemTime::now();
+        // v3/v2 send a zone-less local time: the sandbox uses the service's default IOTPAY_TIME_ZONE.
+        let zone = TimeZone::get("America/Toronto").unwrap_or(TimeZone::UTC);
+        let local = zone.to_datetime(now.try_into().expect("the clock is within 9999 CE"));
         let run = &self.shared.run;
         let mut order = Order {
             api_version,
             mch_id: self.shared.mch_id.to_string(),
-            pay_order_id: format!("{prefix}{}{run}{seq:04}", now.strftime("%Y%m%d%H%M%S")),
+            pay_order_id: format!("{prefix}{}{run}{seq:04}", local.strftime("%Y%m%d%H%M%S")),
             mch_order_no: format!("sbx-{run}-{seq:04}"),
             original_order_id: None,
             pay_type: "pay".into(),
@@ -206,7 +200,7 @@ impl Sandbox {
             currency: "CAD".into(),
             refundable: amount,
             status: 2,
-            pay_succ_time: now.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            pay_succ_time: local.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             card_num: "432567******2266".into(),
             expiry_date: "0730".into(),
             card_type: "V".into(),
@@ -220,7 +214,7 @@ impl Sandbox {
             query_omits: Vec::new(),
         };
         if api_version == ApiVersion::V1 {
-            order.pay_succ_time = now.timestamp().as_millisecond().to_string();
+            order.pay_succ_time = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
             order.channel_order_no = format!("42000{seq:023}");
             order.openid = format!("oSbx{run}{seq:06}payerOpenId");
             order.subject = "Café crème 咖啡".into();
@@ -236,20 +230,5 @@ impl Sandbox {
     fn book(&self, order: Order) -> Order {
         lock(&self.shared.orders).push(order.clone());
         order
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signed_objects_verify_with_the_service_code() {
-        let key = MerchantKey::new("k");
-        let mut fields = into_map(json!({"a": 1, "b": "", "c": "x"}));
-        sign_object(&mut fields, &key);
-        let params = Params::from_json(Value::Object(fields.clone()).to_string().as_bytes()).unwrap();
-        assert!(sign::verify(&params, fields["sign"].as_str().unwrap(), &[key]));
-        assert!(!sign::verify(&params, fields["sign"].as_str().unwrap(), &[MerchantKey::new("other")]));
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{lock, sign_object, Shared};
+use super::{lock, Shared};
 use crate::domain::ApiVersion;
 use crate::iotpay::{sign, Params};
 
@@ -155,10 +155,10 @@ async fn query(shared: &Shared, api_version: ApiVersion, body: &[u8]) -> Respons
             {
                 fields.insert(k.into(), json!(v));
             }
-            sign_object(&mut fields, &shared.key);
+            sign::sign_object(&mut fields, &shared.key);
             return Json(fields).into_response();
         }
     };
-    sign_object(&mut fields, &shared.key);
+    sign::sign_object(&mut fields, &shared.key);
     Json(json!({"retCode": "SUCCESS", "retMsg": "", member: fields})).into_response()
 }

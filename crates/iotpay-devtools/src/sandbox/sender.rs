@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{lock, sign_object, Order, Sandbox, SandboxError, Shared};
+use super::{lock, Order, Sandbox, SandboxError, Shared};
 use crate::domain::{ApiVersion, MerchantKey};
+use crate::iotpay::sign;
 
 /// The key a forged notification is signed with: anything but the merchant's.
 const FORGER_KEY: &str = "not-the-merchant-key";
@@ -132,7 +133,7 @@ impl Sandbox {
             fields.insert("amount".into(), Value::from(amount));
         }
         let forged = MerchantKey::new(FORGER_KEY);
-        sign_object(&mut fields, if options.forge_sign { &forged } else { &self.shared.key });
+        sign::sign_object(&mut fields, if options.forge_sign { &forged } else { &self.shared.key });
         Value::Object(fields)
     }
 

@@ -90,19 +90,9 @@ fn jittered(d: Duration, fraction: f64) -> Duration {
 
 /// Parses `0,5,300` (seconds) or `0,20ms,50ms`.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
-    let schedule = s
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (digits, unit_ms) = match p.strip_suffix("ms") {
-                Some(d) => (d.trim_end(), true),
-                None => (p.strip_suffix('s').unwrap_or(p), false),
-            };
-            let n: u64 = digits.parse().map_err(|_| format!("`{p}` is not a number of seconds"))?;
-            Ok(if unit_ms { Duration::from_millis(n) } else { Duration::from_secs(n) })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    use crate::duration::{self, Syntax, Unit};
+    const SCHEDULE: Syntax = Syntax { units: &[Unit::Millis, Unit::Secs], bare: Some(Unit::Secs) };
+    let schedule = duration::parse_list(s, SCHEDULE).map_err(|e| e.to_string())?;
     if schedule.is_empty() {
         return Err("the schedule needs at least one delay".into());
     }

@@ -2,8 +2,6 @@
 //! (`DATABASE_URL` only, not the merchants' keys), the time flags, and the error for a value that
 //! parsed but means nothing.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -34,24 +32,20 @@ pub async fn pool() -> anyhow::Result<PgPool> {
 /// Reads a time flag (`--since`, `--older-than`): an RFC 3339 time, or a duration before `now`
 /// (`90s`, `30m`, `24h`, `7d`). A bad value is a [`UsageError`] (exit 2).
 pub fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, UsageError> {
+    use crate::duration::{self, Syntax, Unit};
+    // Whole seconds to days, always with a unit.
+    const SINCE: Syntax = Syntax { units: &[Unit::Secs, Unit::Mins, Unit::Hours, Unit::Days], bare: None };
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_utc());
     }
     let s = s.trim();
-    let bad = || UsageError(format!("`{s}` is neither an RFC 3339 time nor a duration like 30m, 24h, 7d"));
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().ok().filter(|_| !digits.is_empty()).ok_or_else(bad)?;
-    let unit_secs: u64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
     // Checked all the way: a huge duration is an error, never a wrapped, silently wrong time.
     let too_far = || UsageError(format!("`{s}` reaches before the earliest time this program can represent"));
-    let secs = n.checked_mul(unit_secs).ok_or_else(too_far)?;
-    let ago = chrono::Duration::from_std(Duration::from_secs(secs)).map_err(|_| too_far())?;
+    let ago = duration::parse(s, SINCE).map_err(|e| match e {
+        duration::DurationError::TooLong { .. } => too_far(),
+        _ => UsageError(format!("`{s}` is neither an RFC 3339 time nor a duration like 30m, 24h, 7d")),
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| too_far())?;
     now.checked_sub_signed(ago).ok_or_else(too_far)
 }
 

@@ -1,6 +1,7 @@
 //! A receiver of forwarded events for development, tests and the demo: verifies each Standard
 //! Webhooks signature with [`crate::forward::signature::verify`], records and prints the event,
-//! and can be told to fail for a while to simulate an endpoint outage.
+//! and can be told to fail for a while to simulate an endpoint outage, or to give scripted
+//! [`Answer`]s per path (errors, slow answers, `Retry-After`) to test a sender's retries.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -17,6 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ForwardSecret;
 use crate::forward::signature;
+
+mod answer;
+pub mod command;
+mod record;
+
+pub use answer::Answer;
+use answer::Answers;
+pub use record::{Received, Verdict};
 
 /// How a sink starts.
 #[derive(Debug, Clone)]
@@ -50,85 +60,6 @@ pub struct SinkError {
     pub source: std::io::Error,
 }
 
-/// What the sink made of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Signed correctly and accepted: 200.
-    Accepted,
-    /// Signed correctly, refused on purpose (outage simulation): 503.
-    Failing,
-    /// Signature missing, wrong, or outside the time tolerance: 401.
-    BadSignature,
-    /// Signed correctly but the body is not a JSON event: 400.
-    Malformed,
-}
-
-impl Verdict {
-    /// The HTTP status answered.
-    pub fn status(self) -> StatusCode {
-        match self {
-            Verdict::Accepted => StatusCode::OK,
-            Verdict::Failing => StatusCode::SERVICE_UNAVAILABLE,
-            Verdict::BadSignature => StatusCode::UNAUTHORIZED,
-            Verdict::Malformed => StatusCode::BAD_REQUEST,
-        }
-    }
-}
-
-/// One request the sink received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// `webhook-id` (empty when absent).
-    pub webhook_id: String,
-    /// `webhook-timestamp`, when it parsed.
-    pub timestamp: Option<i64>,
-    /// The JSON body (`Null` when it is not JSON).
-    pub body: Value,
-    /// What the sink answered.
-    pub verdict: Verdict,
-    /// True when this `webhook-id` had already been accepted (at-least-once delivery).
-    pub repeat: bool,
-    /// When the request was received (for end-to-end latency in `bench --pipeline`).
-    pub received_at: std::time::SystemTime,
-}
-
-impl Received {
-    /// The event's `type`.
-    pub fn event_type(&self) -> &str {
-        self.body["type"].as_str().unwrap_or("?")
-    }
-
-    /// A field of the event's `data`, as text.
-    pub fn data(&self, field: &str) -> String {
-        match &self.body["data"][field] {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        }
-    }
-
-    /// One readable line: answer, id, type, version, order, amount.
-    pub fn line(&self) -> String {
-        let status = self.verdict.status().as_u16();
-        match self.verdict {
-            Verdict::BadSignature => format!("{status} bad signature, refused (webhook-id {:?})", self.webhook_id),
-            Verdict::Malformed => format!("{status} signed but not a JSON event (webhook-id {})", self.webhook_id),
-            Verdict::Accepted | Verdict::Failing => format!(
-                "{status} {} {:<18} {} {} {} {} {}{}{}",
-                self.webhook_id,
-                self.event_type(),
-                self.data("api_version"),
-                self.data("pay_order_id"),
-                self.data("amount"),
-                self.data("currency"),
-                self.data("status"),
-                if self.verdict == Verdict::Failing { "  (failing on purpose)" } else { "" },
-                if self.repeat { "  (repeat)" } else { "" },
-            ),
-        }
-    }
-}
-
 struct Shared {
     secret: ForwardSecret,
     fail_remaining: AtomicU32,
@@ -138,6 +69,7 @@ struct Shared {
     accepted_ids: Mutex<std::collections::HashSet<String>>,
     print: bool,
     events: broadcast::Sender<Received>,
+    answers: Mutex<Answers>,
 }
 
 /// A running sink; stops serving when dropped.
@@ -168,6 +100,7 @@ impl Sink {
             accepted_ids: Mutex::default(),
             print: config.print,
             events: broadcast::channel(1024).0,
+            answers: Mutex::default(),
         });
         // Any path: FORWARD_URLS may name whatever path the operator likes.
         let router = Router::new().fallback(receive).with_state(shared.clone());
@@ -191,7 +124,12 @@ impl Sink {
 
     /// Every request received, in order.
     pub fn received(&self) -> Vec<Received> {
-        lock(&self.shared.received).clone()
+        self.received_since(0)
+    }
+
+    /// The requests received after the first `n` (for pollers that keep what they saw).
+    pub fn received_since(&self, n: usize) -> Vec<Received> {
+        lock(&self.shared.received).get(n..).unwrap_or_default().to_vec()
     }
 
     /// The requests accepted with 200.
@@ -217,6 +155,33 @@ impl Sink {
     /// Answers 503 to correctly signed requests for `duration` from now.
     pub fn fail_for(&self, duration: Duration) {
         *lock(&self.shared.fail_until) = Some(Instant::now() + duration);
+    }
+
+    /// Answers the next correctly signed events on `path` with `answers`, in order (after any
+    /// already scripted there).
+    pub fn script(&self, path: &str, answers: impl IntoIterator<Item = Answer>) {
+        lock(&self.shared.answers).scripts.entry(path.to_owned()).or_default().extend(answers);
+    }
+
+    /// Answers correctly signed events on `path` past its script with `answer` (`None`: as
+    /// without one).
+    pub fn set_default(&self, path: &str, answer: Option<Answer>) {
+        let mut answers = lock(&self.shared.answers);
+        match answer {
+            Some(a) => answers.defaults.insert(path.to_owned(), a),
+            None => answers.defaults.remove(path),
+        };
+    }
+
+    /// Answers correctly signed events on paths with neither script nor default with `answer`
+    /// (`None`: the sink's own 200).
+    pub fn set_fallback(&self, answer: Option<Answer>) {
+        lock(&self.shared.answers).fallback = answer;
+    }
+
+    /// Delays every answer by `delay` (the request is recorded on arrival).
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.shared.answers).delay = delay;
     }
 
     /// Ends any simulated outage now.
@@ -248,41 +213,75 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if method != Method::POST {
-        return StatusCode::METHOD_NOT_ALLOWED;
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
+    let (verdict, answer) = judge(&shared, uri.path().to_owned(), headers, &body);
+    let delay = lock(&shared.answers).delay + answer.as_ref().map_or(Duration::ZERO, |a| a.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match answer {
+        Some(answer) => answer.into_response(),
+        None => verdict.status().into_response(),
+    }
+}
+
+/// Verifies, records and prints one request; returns the verdict and any scripted answer.
+fn judge(shared: &Shared, path: String, headers: HeaderMap, body: &[u8]) -> (Verdict, Option<Answer>) {
     let webhook_id = header(&headers, "webhook-id").unwrap_or_default().to_owned();
     let timestamp = header(&headers, "webhook-timestamp").and_then(|t| t.trim().parse::<i64>().ok());
     let signature_header = header(&headers, "webhook-signature").unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
     let verified = match timestamp {
         Some(ts) if !webhook_id.is_empty() => {
-            signature::verify(&shared.secret, &webhook_id, ts, &body, signature_header, now).is_ok()
+            signature::verify(&shared.secret, &webhook_id, ts, body, signature_header, now).is_ok()
         }
         _ => false,
     };
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
+    let parsed: Option<Value> = serde_json::from_slice(body).ok().filter(Value::is_object);
+    let mut answer = None;
     let verdict = if !verified {
         Verdict::BadSignature
     } else if parsed.is_none() {
         Verdict::Malformed
-    } else if failing(&shared) {
+    } else if failing(shared) {
         Verdict::Failing
+    } else if let Some(a) = lock(&shared.answers).next(&path) {
+        let status = a.status;
+        answer = Some(a);
+        Verdict::Scripted(status)
     } else {
         Verdict::Accepted
     };
-    let received_at = std::time::SystemTime::now();
+    let (received_at, at) = (std::time::SystemTime::now(), Instant::now());
     let mut received = lock(&shared.received);
     let repeat = verdict == Verdict::Accepted && !lock(&shared.accepted_ids).insert(webhook_id.clone());
-    let record = Received { webhook_id, timestamp, body: parsed.unwrap_or(Value::Null), verdict, repeat, received_at };
+    let record = Received {
+        path,
+        headers,
+        webhook_id,
+        timestamp,
+        body: parsed.unwrap_or(Value::Null),
+        verdict,
+        repeat,
+        received_at,
+        at,
+    };
     received.push(record.clone());
     drop(received);
     if shared.print {
         println!("{}", record.line());
     }
     let _ = shared.events.send(record);
-    verdict.status()
+    (verdict, answer)
 }
 
 fn failing(shared: &Shared) -> bool {
@@ -290,47 +289,4 @@ fn failing(shared: &Shared) -> bool {
         return true;
     }
     lock(&shared.fail_until).is_some_and(|until| Instant::now() < until)
-}
-
-/// The `iotpay-notify sink` subcommand: a thin command line over [`Sink`].
-pub mod command {
-    use std::net::SocketAddr;
-    use std::time::Duration;
-
-    use anyhow::Context;
-
-    use super::{Sink, SinkConfig};
-    use crate::config::ForwardSecret;
-
-    /// Flags of `iotpay-notify sink`.
-    #[derive(Debug, clap::Args)]
-    pub struct SinkArgs {
-        /// Listen address; any path is accepted (e.g. FORWARD_URLS=http://127.0.0.1:8099/webhook).
-        #[arg(long, default_value = "127.0.0.1:8099")]
-        pub listen: SocketAddr,
-        /// The Standard Webhooks secret the service signs with (`whsec_…`).
-        #[arg(long, env = "FORWARD_SECRET", hide_env_values = true)]
-        pub secret: String,
-        /// Answer 503 to the first N correctly signed requests.
-        #[arg(long, default_value_t = 0)]
-        pub fail_first: u32,
-        /// Answer 503 to correctly signed requests for SECS seconds after start.
-        #[arg(long, value_name = "SECS")]
-        pub fail_for: Option<u64>,
-    }
-
-    /// Runs the sink until Ctrl-C, printing one line per request.
-    pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
-        let secret =
-            ForwardSecret::parse(&args.secret).map_err(anyhow::Error::msg).context("--secret / FORWARD_SECRET")?;
-        let mut config = SinkConfig::new(secret);
-        config.listen = args.listen;
-        config.fail_first = args.fail_first;
-        config.fail_for = args.fail_for.map(Duration::from_secs);
-        config.print = true;
-        let sink = Sink::start(config).await?;
-        println!("sink listening: FORWARD_URLS={} (Ctrl-C to stop)", sink.url());
-        crate::service::wait_for_signal().await;
-        Ok(())
-    }
 }
