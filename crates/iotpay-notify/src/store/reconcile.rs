@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::group_commit::BatchWrite;
 use super::row::event_columns;
 use super::{begin_queue_tx, EventStatus, StoreError, StoredEvent};
 use crate::domain::EventType;
@@ -203,6 +204,23 @@ impl ClaimedOrder {
 pub async fn apply(pool: &PgPool, decision: &OrderDecision, endpoints: &[String]) -> Result<Applied, StoreError> {
     let mut applied = apply_batch(pool, std::slice::from_ref(decision), endpoints).await?;
     Ok(applied.pop().expect("one result per decision"))
+}
+
+/// The reconciliation queue's writer: looks finishing together recorded in one transaction
+/// ([`apply_batch`]).
+pub struct DecisionWriter {
+    /// Where each found payment is delivered.
+    pub forward_urls: Vec<String>,
+}
+
+impl BatchWrite for DecisionWriter {
+    type Item = OrderDecision;
+    type Output = Applied;
+    const NAME: &'static str = "reconcile";
+
+    async fn write(&self, pool: &PgPool, items: &[OrderDecision]) -> Result<Vec<Applied>, StoreError> {
+        apply_batch(pool, items, &self.forward_urls).await
+    }
 }
 
 /// Records many decisions in ONE transaction. Each applies only while its token still holds the
