@@ -42,7 +42,13 @@ impl Wakeups {
     }
 }
 
-async fn run(pool: PgPool, channel: &'static str, retry: Duration, wake: watch::Sender<u64>, shutdown: CancellationToken) {
+async fn run(
+    pool: PgPool,
+    channel: &'static str,
+    retry: Duration,
+    wake: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
     // One warning per outage, not one per retry.
     let mut warned = false;
     while !shutdown.is_cancelled() {
