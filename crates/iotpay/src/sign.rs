@@ -225,7 +225,9 @@ mod tests {
         let upper = "0123456789ABCDEF0123456789ABCDEF";
         assert_eq!(ReceivedSign::parse(upper), ReceivedSign::parse(&upper.to_ascii_lowercase()));
         assert!(ReceivedSign::parse(upper).is_some());
-        for bad in ["", &upper[1..], &format!("{upper}0"), &format!(" {}", &upper[1..]), "0123456789ABCDEF0123456789ABCDEG"] {
+        for bad in
+            ["", &upper[1..], &format!("{upper}0"), &format!(" {}", &upper[1..]), "0123456789ABCDEF0123456789ABCDEG"]
+        {
             assert_eq!(ReceivedSign::parse(bad), None, "{bad:?}");
         }
         let p = Params::from_form(b"a=1&sign=0123456789ABCDEF0123456789ABCDEF").unwrap();

@@ -20,8 +20,8 @@ use crate::pressure::IngestPressure;
 use crate::store::events::NotificationWriter;
 use crate::store::group_commit::GroupCommit;
 use crate::store::{NewNotification, Recorded, StoreError};
-pub use handler::notify;
 use guard::{Guard, GuardError};
+pub use handler::notify;
 use settings::BatchSettings;
 
 /// Largest notification body accepted (CONTRACT.md).
@@ -240,4 +240,3 @@ impl Ingest {
         Ok(Accepted { notification, recorded })
     }
 }
-
