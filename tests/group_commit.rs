@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use iotpay_devtools::testing::TestDatabase;
-use iotpay_notify::ingest::batch::{BatchSettings, Batcher};
 use iotpay_notify::iotpay::{Notification, Params};
+use iotpay_notify::store::events::NotificationWriter;
+use iotpay_notify::store::group_commit::{GroupCommit, GroupSettings};
 use iotpay_notify::store::{self, NewNotification};
 use serde_json::json;
 
@@ -62,9 +63,10 @@ async fn repeat_with_different_amount_is_flagged_and_stored_event_kept() {
 async fn one_bad_row_does_not_fail_its_batch_neighbours() {
     let db = TestDatabase::create().await;
     // A long gathering window puts all five in one batch.
-    let batcher = Batcher::start(
+    let batcher = GroupCommit::start(
         db.pool.clone(),
-        BatchSettings { max_batch: 64, max_wait: Duration::from_millis(200), writers: 1 },
+        NotificationWriter,
+        GroupSettings { max_batch: 64, max_wait: Duration::from_millis(200), writers: 1 },
     );
     let mut bad = new_notification("BAD", 100);
     // jsonb cannot hold U+0000: the database refuses this row (the parser never lets one through).
@@ -78,7 +80,7 @@ async fn one_bad_row_does_not_fail_its_batch_neighbours() {
     ];
     let results = futures::future::join_all(jobs.into_iter().map(|n| {
         let b = batcher.clone();
-        async move { b.record(n).await }
+        async move { b.submit(n).await }
     }))
     .await;
     assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok() && results[4].is_ok(), "{results:?}");

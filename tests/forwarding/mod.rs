@@ -65,6 +65,17 @@ pub struct Received {
     pub schema_errors: Vec<String>,
 }
 
+/// Checks what every endpoint must get: a verified signature, a body valid against the schema,
+/// JSON, and the event id as `webhook-id`.
+pub fn assert_well_formed(received: &[Received]) {
+    for r in received {
+        assert!(r.signature_ok, "signature of {} on {} does not verify", r.webhook_id, r.path);
+        assert!(r.schema_errors.is_empty(), "body violates the schema: {:?}\n{}", r.schema_errors, r.body);
+        assert_eq!(r.content_type, "application/json");
+        assert_eq!(r.body["data"]["event_id"], r.webhook_id.as_str(), "webhook-id is the event id");
+    }
+}
+
 /// A receiving endpoint on 127.0.0.1: a [`Sink`] that answers `ok` unless scripted.
 #[derive(Clone)]
 pub struct Receiver {

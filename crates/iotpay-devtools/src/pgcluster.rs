@@ -10,8 +10,14 @@
 //! the server (immediate shutdown) and removes the directory. [`PgCluster`]'s `Drop` does the
 //! same explicitly and waits for it.
 
-use std::io::Write as _;
-use std::io::{BufRead, BufReader, Read as _};
+mod binaries;
+mod owner;
+mod supervisor;
+
+pub use binaries::Binaries;
+pub use owner::UNPRIVILEGED_USER;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
@@ -19,17 +25,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 
-/// Where PostgreSQL's binaries are looked for after `PATH`, in order.
-const INSTALL_DIRS: &[&str] = &[
-    "/usr/lib/postgresql/*/bin",
-    "/usr/local/pgsql/bin",
-    "/opt/homebrew/opt/postgresql*/bin",
-    "/usr/local/opt/postgresql*/bin",
-    "/Applications/Postgres.app/Contents/Versions/latest/bin",
-];
-
-/// The unprivileged account the cluster runs as when this process is root.
-pub const UNPRIVILEGED_USER: &str = "nobody";
+use owner::{make_dir, Owner};
+use supervisor::SUPERVISOR;
 
 /// Longest wait for the server to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,83 +87,6 @@ impl ClusterOptions {
         self.settings.push((name.to_owned(), value.to_owned()));
         self
     }
-}
-
-/// The installed PostgreSQL binaries used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binaries {
-    /// Directory holding `initdb` and `postgres`.
-    pub bin_dir: PathBuf,
-}
-
-impl Binaries {
-    /// Finds `initdb` and `postgres`: `PATH` first, then the usual install directories
-    /// (the highest version first where a directory pattern matches several).
-    pub fn find() -> Result<Self, ClusterError> {
-        let from_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .find(|dir| has_server_binaries(dir));
-        if let Some(dir) = from_path {
-            // Resolve symlinks (e.g. /usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb) so
-            // both binaries come from the same installation.
-            let bin_dir = std::fs::canonicalize(dir.join("initdb"))
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .filter(|d| has_server_binaries(d))
-                .unwrap_or(dir);
-            return Ok(Self { bin_dir });
-        }
-        INSTALL_DIRS
-            .iter()
-            .flat_map(|pattern| expand(pattern))
-            .find(|dir| has_server_binaries(dir))
-            .map(|bin_dir| Self { bin_dir })
-            .ok_or(ClusterError::NoBinaries)
-    }
-
-    fn initdb(&self) -> PathBuf {
-        self.bin_dir.join("initdb")
-    }
-
-    fn postgres(&self) -> PathBuf {
-        self.bin_dir.join("postgres")
-    }
-}
-
-fn has_server_binaries(dir: &Path) -> bool {
-    dir.join("initdb").is_file() && dir.join("postgres").is_file()
-}
-
-/// Expands one `*` in a path pattern; matches sorted by version, highest first.
-fn expand(pattern: &str) -> Vec<PathBuf> {
-    let Some(star) = pattern.find('*') else {
-        return vec![PathBuf::from(pattern)];
-    };
-    let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
-    let (parent, prefix) = match head.rfind('/') {
-        Some(i) => (&head[..=i], &head[i + 1..]),
-        None => ("./", head),
-    };
-    let (segment_rest, after) = match tail.find('/') {
-        Some(i) => (&tail[..i], &tail[i..]),
-        None => (tail, ""),
-    };
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix) && n.ends_with(segment_rest) && n.len() >= prefix.len() + segment_rest.len())
-        .collect();
-    names.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
-    names.into_iter().map(|n| PathBuf::from(format!("{parent}{n}{after}"))).collect()
-}
-
-/// Numeric parts of a name (`postgresql@15` → [15], `9.6` → [9, 6]) so 15 sorts above 9.
-fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
 }
 
 /// A running throwaway cluster; stopped and deleted when dropped or when this process ends.
@@ -353,61 +273,6 @@ impl PgCluster {
         }
     }
 
-    /// Sends a command to the supervisor and waits for it to report `stopped`.
-    fn supervise(&self, command: &str) -> Result<(), ClusterError> {
-        let answer = self.supervise_answer(command)?;
-        if answer.trim() != "stopped" {
-            return Err(ClusterError::Io {
-                what: format!("asking the supervisor to {command}"),
-                source: std::io::Error::other(format!("unexpected answer {answer:?}")),
-            });
-        }
-        Ok(())
-    }
-
-    /// Sends a command line to the supervisor and reads its one-line answer.
-    fn supervise_answer(&self, command: &str) -> Result<String, ClusterError> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let Running { keepalive: Some(stdin), answers: Some(answers), .. } = &mut *running else {
-            return Err(ClusterError::Io {
-                what: format!("asking the supervisor to {command}"),
-                source: std::io::Error::other("the cluster was stopped"),
-            });
-        };
-        let what = || format!("asking the supervisor to {command}");
-        writeln!(stdin, "{command}").and_then(|()| stdin.flush()).map_err(io(what()))?;
-        let mut answer = String::new();
-        match answers.read_line(&mut answer) {
-            Ok(0) => Err(ClusterError::Io { what: what(), source: std::io::ErrorKind::UnexpectedEof.into() }),
-            Ok(_) => Ok(answer),
-            Err(e) => Err(io(what())(e)),
-        }
-    }
-
-    /// Stops the server; the supervisor removes the directory as it exits.
-    fn stop_server(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        // Closing the pipe is the stop signal.
-        drop(running.keepalive.take());
-        drop(running.answers.take());
-        if let Some(mut child) = running.supervisor.take() {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // The supervisor is stuck: end the server ourselves, then the supervisor.
-            if let Some(pid) = running.server_pid.filter(|p| *p > 0) {
-                // SAFETY: kill has no memory-safety preconditions; the pid is the server's.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// Stops the server and deletes the directory, waiting for both (a no-op once stopped).
     pub fn stop(&self) {
         self.stop_server();
@@ -423,33 +288,6 @@ impl Drop for PgCluster {
         self.stop();
     }
 }
-
-/// The supervisor: starts the server, reports its pid, then reads commands on its stdin
-/// (`stop`: fast shutdown, `kill`: SIGKILL, each answered `stopped` once the server is gone;
-/// `start`: start again on the same directory and port, answered with the new pid) until its
-/// stdin closes (this process stopped or exited, whichever way); then it stops the server and
-/// removes the directory. Signals from the terminal are ignored so that only the pipe decides.
-const SUPERVISOR: &str = r#"
-trap '' INT TERM HUP QUIT
-bin=$1; dir=$2; port=$3; shift 3
-start() {
-    "$bin" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
-        -c logging_collector=off "$@" </dev/null >>"$dir/log" 2>&1 &
-    pg=$!
-    echo "$pg"
-}
-start "$@"
-while read -r cmd; do
-    case "$cmd" in
-        stop) kill -INT "$pg" 2>/dev/null; wait "$pg" 2>/dev/null; echo stopped ;;
-        kill) kill -KILL "$pg" 2>/dev/null; wait "$pg" 2>/dev/null; echo stopped ;;
-        start) start "$@" ;;
-    esac
-done
-kill -QUIT "$pg" 2>/dev/null
-wait "$pg" 2>/dev/null
-rm -rf "$dir"
-"#;
 
 /// True when a (re)start's log says the server will not come up: a postmaster `FATAL` (not one
 /// told to a client while starting) or a completed shutdown.
@@ -468,91 +306,9 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Who runs the cluster: this process's user, or `nobody` when this process is root.
-struct Owner {
-    ids: Option<(u32, u32)>,
-}
-
-impl Owner {
-    fn current() -> Result<Self, ClusterError> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Ok(Owner { ids: None });
-        }
-        let name = std::ffi::CString::new(UNPRIVILEGED_USER).expect("no NUL in a constant");
-        // SAFETY: getpwnam takes a NUL-terminated name and returns null or a pointer to a static
-        // record, read at once before any other passwd call.
-        let record = unsafe { libc::getpwnam(name.as_ptr()) };
-        if record.is_null() {
-            return Err(ClusterError::NoUnprivilegedUser(UNPRIVILEGED_USER.to_owned()));
-        }
-        // SAFETY: non-null, as checked.
-        let (uid, gid) = unsafe { ((*record).pw_uid, (*record).pw_gid) };
-        Ok(Owner { ids: Some((uid, gid)) })
-    }
-
-    /// Runs `cmd` as this owner, in a neutral environment.
-    fn apply(&self, cmd: &mut Command) {
-        // A locale the machine lacks (a laptop's LANG) must not stop initdb or the server.
-        cmd.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT");
-        if let Some((uid, gid)) = self.ids {
-            // std drops supplementary groups when root changes uid.
-            std::os::unix::process::CommandExt::uid(cmd, uid);
-            std::os::unix::process::CommandExt::gid(cmd, gid);
-        }
-    }
-}
-
-/// Creates the cluster's private directory (owned by the account that runs the cluster).
-fn make_dir(owner: &Owner) -> Result<PathBuf, ClusterError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    // As root, the directory goes under /tmp: world-writable with the sticky bit, so the
-    // unprivileged supervisor may remove the directory it owns.
-    let base = match owner.ids {
-        Some(_) if Path::new("/tmp").is_dir() => PathBuf::from("/tmp"),
-        _ => std::env::temp_dir(),
-    };
-    let mut random = [0u8; 6];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).ok();
-    let name = format!("iotpay-pgcluster-{}-{}", std::process::id(), hex::encode(random));
-    let dir = base.join(name);
-    std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("setting permissions of {}", dir.display())))?;
-    if let Some((uid, gid)) = owner.ids {
-        if let Err(e) = std::os::unix::fs::chown(&dir, Some(uid), Some(gid)) {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(ClusterError::Io {
-                what: format!("giving {} to {UNPRIVILEGED_USER}", dir.display()),
-                source: e,
-            });
-        }
-    }
-    Ok(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_sort_numerically() {
-        let mut names = vec!["9.6", "15", "10", "postgresql@14", "postgresql@9"];
-        names.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
-        assert_eq!(names, ["15", "postgresql@14", "10", "9.6", "postgresql@9"]);
-    }
-
-    #[test]
-    fn pattern_expansion_finds_highest_version_first() {
-        let root = std::env::temp_dir().join(format!("pgcluster-expand-{}", std::process::id()));
-        for v in ["9.6", "15", "13"] {
-            std::fs::create_dir_all(root.join(v).join("bin")).unwrap();
-        }
-        let found = expand(&format!("{}/*/bin", root.display()));
-        let _ = std::fs::remove_dir_all(&root);
-        let found: Vec<String> = found.iter().map(|p| p.strip_prefix(&root).unwrap().display().to_string()).collect();
-        assert_eq!(found, ["15/bin", "13/bin", "9.6/bin"]);
-    }
 
     #[test]
     fn start_failure_is_told_from_clients_turned_away() {

@@ -51,7 +51,7 @@ pub struct Config {
     /// Header-read timeout and connection caps of the HTTP listener (`HTTP_*`).
     pub connections: crate::serve::ConnectionLimits,
     /// Group commit of notifications.
-    pub ingest_batch: crate::ingest::batch::BatchSettings,
+    pub ingest_batch: crate::ingest::settings::BatchSettings,
     /// Log format.
     pub log_format: LogFormat,
     /// Knobs of the confirmation worker.
@@ -184,7 +184,7 @@ impl Config {
             request_timeout: Duration::from_millis(number(&var, "NOTIFY_REQUEST_TIMEOUT_MS", 10_000)?),
             max_concurrent_requests: number(&var, "NOTIFY_MAX_CONCURRENT_REQUESTS", 1024)?,
             connections,
-            ingest_batch: crate::ingest::batch::settings_from_vars(&var)?,
+            ingest_batch: crate::ingest::settings::settings_from_vars(&var)?,
             log_format,
             confirm: crate::confirm::ConfirmSettings::from_vars(&var)?,
             reconcile: crate::reconcile::ReconcileSettings::from_vars(&var)?,

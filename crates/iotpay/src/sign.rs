@@ -131,16 +131,38 @@ pub fn sign_object(fields: &mut serde_json::Map<String, serde_json::Value>, key:
     fields.insert(SIGN_FIELD.into(), Value::String(sign));
 }
 
-/// True when `received` (hex, any case) matches the sign under any of `keys`, in byte order or,
-/// only when that fails and the order differs, in natural order; compared in constant time.
-pub fn verify(params: &Params, received: &str, keys: &[MerchantKey]) -> bool {
-    let received = received.trim().to_ascii_uppercase();
-    let byte = canonical_in(SignOrder::Byte, params.sign_pairs());
-    if matches_any_key(&byte, &received, keys) {
-        return true;
+/// A `sign` as received: exactly 32 hex digits (either case; no spaces), held upper-case, as
+/// [`sign_canonical`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedSign(String);
+
+impl ReceivedSign {
+    /// Reads `text` as a sign; `None` when it is not 32 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(text.to_ascii_uppercase()))
     }
-    let natural = canonical_in(SignOrder::Natural, params.sign_pairs());
-    natural != byte && matches_any_key(&natural, &received, keys)
+
+    /// Reads the `sign` field of `params`; `None` when it is absent or not 32 hex digits.
+    pub fn from_params(params: &Params) -> Option<Self> {
+        params.text(SIGN_FIELD).and_then(Self::parse)
+    }
+
+    /// True when this sign matches `params` under any of `keys`, in byte order or, only when
+    /// that fails and the order differs, in natural order; compared in constant time.
+    pub fn verifies(&self, params: &Params, keys: &[MerchantKey]) -> bool {
+        let byte = canonical_in(SignOrder::Byte, params.sign_pairs());
+        if matches_any_key(&byte, &self.0, keys) {
+            return true;
+        }
+        let natural = canonical_in(SignOrder::Natural, params.sign_pairs());
+        natural != byte && matches_any_key(&natural, &self.0, keys)
+    }
+}
+
+/// True when `received` is a well-formed sign ([`ReceivedSign::parse`]) that
+/// [verifies](ReceivedSign::verifies) `params` under one of `keys`.
+pub fn verify(params: &Params, received: &str, keys: &[MerchantKey]) -> bool {
+    ReceivedSign::parse(received).is_some_and(|sign| sign.verifies(params, keys))
 }
 
 fn matches_any_key(canonical: &str, received: &str, keys: &[MerchantKey]) -> bool {
@@ -196,6 +218,21 @@ mod tests {
             );
             assert!(!verify(&params, expected, &[MerchantKey::new("other")]), "wrong key rejected for {name}");
         }
+    }
+
+    #[test]
+    fn a_received_sign_is_32_hex_digits_in_either_case() {
+        let upper = "0123456789ABCDEF0123456789ABCDEF";
+        assert_eq!(ReceivedSign::parse(upper), ReceivedSign::parse(&upper.to_ascii_lowercase()));
+        assert!(ReceivedSign::parse(upper).is_some());
+        for bad in
+            ["", &upper[1..], &format!("{upper}0"), &format!(" {}", &upper[1..]), "0123456789ABCDEF0123456789ABCDEG"]
+        {
+            assert_eq!(ReceivedSign::parse(bad), None, "{bad:?}");
+        }
+        let p = Params::from_form(b"a=1&sign=0123456789ABCDEF0123456789ABCDEF").unwrap();
+        assert!(ReceivedSign::from_params(&p).is_some());
+        assert_eq!(ReceivedSign::from_params(&Params::from_form(b"a=1").unwrap()), None);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -13,9 +12,12 @@ use super::rules::{backoff, decide, never_confirmable, order_answer, settle_not_
 use super::settings::ConfirmSettings;
 use crate::iotpay::query::{QueriedOrder, QueryClient, QueryError};
 use crate::pressure::{IngestPressure, Slot, Slots};
-use crate::store::confirm::{self as queue, Applied, ClaimedEvent, Decided, OrderAnswer, Verdict, PENDING_CHANNEL};
-use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
-use crate::store::{StoreError, StoredEvent};
+use crate::store::confirm::{
+    self as queue, Applied, ClaimedEvent, Decided, DecisionWriter, OrderAnswer, Verdict, PENDING_CHANNEL,
+};
+use crate::store::group_commit::{GroupCommit, GroupSettings};
+use crate::store::listen::Wakeups;
+use crate::store::StoredEvent;
 
 /// How long a stopping worker waits for in-flight checks before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -25,31 +27,15 @@ pub struct Confirmer {
     pool: PgPool,
     client: QueryClient,
     settings: ConfirmSettings,
-    decisions: GroupCommit<Decisions>,
+    decisions: GroupCommit<DecisionWriter>,
     /// One per query in flight (`CONFIRM_CONCURRENCY`).
     slots: Slots,
-}
-
-/// Records decisions through group commit: checks finishing together share one transaction.
-struct Decisions {
-    give_up_after: Duration,
-    forward_urls: Vec<String>,
-}
-
-impl BatchWrite for Decisions {
-    type Item = Decided;
-    type Output = Applied;
-    const NAME: &'static str = "confirm";
-
-    async fn write(&self, pool: &PgPool, items: &[Decided]) -> Result<Vec<Applied>, StoreError> {
-        queue::apply_batch(pool, items, self.give_up_after, &self.forward_urls).await
-    }
 }
 
 impl Confirmer {
     /// Builds the worker from its parts (starts its decision writers: call within a runtime).
     pub fn new(pool: PgPool, client: QueryClient, settings: ConfirmSettings, forward_urls: Vec<String>) -> Self {
-        let writer = Decisions { give_up_after: settings.give_up_after, forward_urls };
+        let writer = DecisionWriter { give_up_after: settings.give_up_after, forward_urls };
         let group = GroupSettings { max_batch: settings.concurrency.max(1), max_wait: Duration::ZERO, writers: 2 };
         let decisions = GroupCommit::start(pool.clone(), writer, group);
         let slots = Slots::new(settings.concurrency, IngestPressure::default());
@@ -66,21 +52,12 @@ impl Confirmer {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let poll = this.settings.poll_interval;
-        let mut listener: Option<PgListener> = None;
-        let mut listen_retry_at = Instant::now();
+        let mut wakeups = Wakeups::listen(this.pool.clone(), PENDING_CHANNEL, poll, shutdown.clone());
         let mut checks: JoinSet<()> = JoinSet::new();
         let mut sweep = true;
         let mut last_stats = Instant::now();
         tracing::info!(concurrency = this.settings.concurrency, "confirmation worker started");
         loop {
-            if listener.is_none() && Instant::now() >= listen_retry_at {
-                listener = this.listen().await;
-                if listener.is_none() {
-                    listen_retry_at = Instant::now() + poll;
-                }
-                // Events stored while nobody listened were not announced.
-                sweep = true;
-            }
             let mut drained = false;
             if sweep {
                 match this.claim_into(&mut checks).await {
@@ -108,14 +85,7 @@ impl Confirmer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                wake = next_notification(&mut listener) => {
-                    if let Err(e) = wake {
-                        tracing::warn!(error = %e, "LISTEN connection lost; polling until it is back");
-                        listener = None;
-                        listen_retry_at = Instant::now() + poll;
-                    }
-                    sweep = true;
-                }
+                _ = wakeups.next() => sweep = true,
                 _ = tokio::time::sleep(sleep) => sweep = true,
                 _ = this.slots.freed() => sweep = true,
                 Some(done) = checks.join_next(), if !checks.is_empty() => {
@@ -132,21 +102,6 @@ impl Confirmer {
             checks.shutdown().await;
         }
         tracing::info!("confirmation worker stopped");
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let attempt = async {
-            let mut l = PgListener::connect_with(&self.pool).await?;
-            l.listen(PENDING_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        match attempt.await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN {PENDING_CHANNEL}; polling meanwhile");
-                None
-            }
-        }
     }
 
     /// Claims as many due events as there is room for and starts their checks.
@@ -269,18 +224,6 @@ impl Confirmer {
             .record(started.elapsed().as_secs_f64());
         answer
     }
-}
-
-async fn next_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    let Some(l) = listener.as_mut() else {
-        return std::future::pending().await;
-    };
-    // `None` means the connection dropped and was re-established: announcements may be lost, sweep.
-    if l.try_recv().await?.is_some() {
-        // One sweep serves a burst: drop the announcements already buffered.
-        while l.next_buffered().is_some() {}
-    }
-    Ok(())
 }
 
 /// What one look at the queue found.

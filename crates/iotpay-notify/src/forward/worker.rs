@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -17,12 +15,15 @@ use super::settings::{parse_retry_after, ForwardSettings};
 use super::signature::{self, ForwardSecret};
 use crate::pressure::{IngestPressure, Slot, Slots};
 use crate::store::deliveries::DELIVERIES_CHANNEL;
-use crate::store::forward::{self as store, Attempt, Claimed, Next};
-use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
-use crate::store::StoreError;
+use crate::store::forward::{self as store, Attempt, AttemptWriter, Claimed, Next};
+use crate::store::group_commit::{GroupCommit, GroupSettings};
+use crate::store::listen::Wakeups;
 
 /// Largest part of a response body kept with an attempt.
 pub const SNIPPET_BYTES: usize = 1024;
+
+/// How soon a lost LISTEN connection is tried again (the claim loops poll meanwhile).
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// How often the backlog gauges are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
@@ -42,20 +43,7 @@ struct Inner {
     endpoints: Vec<String>,
     settings: ForwardSettings,
     worker_id: String,
-    records: GroupCommit<Attempts>,
-}
-
-/// Records attempts through group commit: attempts finishing together share one transaction.
-struct Attempts;
-
-impl BatchWrite for Attempts {
-    type Item = Attempt;
-    type Output = bool;
-    const NAME: &'static str = "forward";
-
-    async fn write(&self, pool: &PgPool, items: &[Attempt]) -> Result<Vec<bool>, StoreError> {
-        Ok(store::record_batch(pool, items).await?)
-    }
+    records: GroupCommit<AttemptWriter>,
 }
 
 /// What one HTTP attempt produced.
@@ -88,7 +76,7 @@ impl Forwarder {
             max_wait: Duration::ZERO,
             writers: 2,
         };
-        let records = GroupCommit::start(pool.clone(), Attempts, group);
+        let records = GroupCommit::start(pool.clone(), AttemptWriter, group);
         let inner = Arc::new(Inner { pool, client, secret, endpoints, settings, worker_id, records });
         Ok(Self { inner, pressure: IngestPressure::default() })
     }
@@ -103,18 +91,17 @@ impl Forwarder {
     /// Runs the LISTEN task, one claim loop per endpoint and the stats task until `shutdown`;
     /// then waits for attempts in flight to be recorded (each is bounded by the timeout).
     pub async fn run(self, shutdown: CancellationToken) {
-        let (wake_tx, wake_rx) = watch::channel(0u64);
+        let wakeups = Wakeups::listen(self.inner.pool.clone(), DELIVERIES_CHANNEL, LISTEN_RETRY, shutdown.clone());
         let mut tasks = JoinSet::new();
-        tasks.spawn(listen(self.inner.pool.clone(), wake_tx, shutdown.clone()));
         tasks.spawn(stats_loop(self.inner.pool.clone(), shutdown.clone()));
         for endpoint in self.inner.endpoints.clone() {
-            tasks.spawn(self.clone().endpoint_loop(endpoint, wake_rx.clone(), shutdown.clone()));
+            tasks.spawn(self.clone().endpoint_loop(endpoint, wakeups.clone(), shutdown.clone()));
         }
         tracing::info!(worker = %self.inner.worker_id, endpoints = self.inner.endpoints.len(), "forwarder started");
         tasks.join_all().await;
     }
 
-    async fn endpoint_loop(self, endpoint: String, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
+    async fn endpoint_loop(self, endpoint: String, mut wakeups: Wakeups, shutdown: CancellationToken) {
         let s = &self.inner.settings;
         let slots = Slots::new(s.concurrency_per_endpoint, self.pressure.clone());
         let mut in_flight = JoinSet::new();
@@ -140,7 +127,7 @@ impl Forwarder {
             let idle = if db_backoff.is_zero() { s.poll_interval } else { db_backoff };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = wake.changed() => {}
+                _ = wakeups.next() => {}
                 _ = slots.freed() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(idle) => {}
@@ -352,39 +339,6 @@ fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     format!("{host}:{}", std::process::id())
-}
-
-/// Wakes the claim loops on every `iotpay_deliveries` NOTIFY; reconnects after a failure.
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => {
-                if let Err(e) = listener.listen(DELIVERIES_CHANNEL).await {
-                    tracing::warn!(error = %e, "LISTEN failed; polling only");
-                } else {
-                    // Anything enqueued while not listening is picked up now.
-                    wake.send_modify(|n| *n += 1);
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            r = listener.recv() => match r {
-                                Ok(_) => wake.send_modify(|n| *n += 1),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "LISTEN connection lost; polling until it is back");
-                                    break;
-                                }
-                            },
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "LISTEN connection unavailable"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }
 
 /// Refreshes the backlog, oldest-pending-age and dead gauges.

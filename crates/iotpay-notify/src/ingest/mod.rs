@@ -1,28 +1,28 @@
-//! Receive → verify → store: the `POST /iotpay/notify` handler and the domain step behind it.
+//! Receive → verify → store: the domain step behind `POST /iotpay/notify` ([`handler`] is the
+//! route, [`gate`] its front door).
 
-pub mod batch;
 pub mod gate;
 pub mod guard;
+pub mod handler;
 pub mod limiter;
+pub mod settings;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use sqlx::PgPool;
 
-use crate::domain::ApiVersion;
-use crate::iotpay::{self, sign, Merchants, Notification, NotificationError, Params, ParamsError};
+use crate::iotpay::sign::ReceivedSign;
+use crate::iotpay::{self, Merchants, Notification, NotificationError, Params, ParamsError};
 use crate::pressure::IngestPressure;
+use crate::store::events::NotificationWriter;
+use crate::store::group_commit::GroupCommit;
 use crate::store::{NewNotification, Recorded, StoreError};
-use batch::{BatchSettings, Batcher};
-use gate::Admitted;
 use guard::{Guard, GuardError};
+pub use handler::notify;
+use settings::BatchSettings;
 
 /// Largest notification body accepted (CONTRACT.md).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -151,7 +151,7 @@ pub struct Accepted {
 /// The ingest step's dependencies.
 #[derive(Clone)]
 pub struct Ingest {
-    batcher: Batcher,
+    batcher: GroupCommit<NotificationWriter>,
     merchants: Arc<Merchants>,
     time_zone: crate::iotpay::TimeZone,
     store_timeout: Duration,
@@ -169,7 +169,7 @@ impl Ingest {
         batch: BatchSettings,
         guard: Guard,
     ) -> Self {
-        let batcher = Batcher::start(pool, batch);
+        let batcher = GroupCommit::start(pool, NotificationWriter, batch);
         let pressure = IngestPressure::default();
         Self { batcher, merchants, time_zone, store_timeout, guard: Arc::new(guard), pressure }
     }
@@ -194,13 +194,10 @@ impl Ingest {
             BodyKind::Json if !body_blank || query.is_empty() => Params::from_json(body)?,
             BodyKind::Json | BodyKind::Form => Params::from_form_and_query(body, query)?,
         };
-        let received_sign = params.text(sign::SIGN_FIELD).ok_or(IngestError::SignMalformed)?;
-        if received_sign.len() != 32 || !received_sign.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(IngestError::SignMalformed);
-        }
+        let received_sign = ReceivedSign::from_params(&params).ok_or(IngestError::SignMalformed)?;
         let mch_id = params.text("mchId").ok_or(IngestError::MchIdMissing)?;
         let keys = self.merchants.keys(mch_id).ok_or(IngestError::UnknownMerchant)?;
-        if !sign::verify(&params, received_sign, keys) {
+        if !received_sign.verifies(&params, keys) {
             return Err(IngestError::BadSign { mch_id: mch_id.to_owned() });
         }
         Ok(params)
@@ -237,104 +234,9 @@ impl Ingest {
             pay_succ_at,
         };
         // On timeout the write may still commit later; IOTPay's re-send is then a counted repeat.
-        let recorded = tokio::time::timeout(self.store_timeout, self.batcher.record(new))
+        let recorded = tokio::time::timeout(self.store_timeout, self.batcher.submit(new))
             .await
             .map_err(|_| StoreError::Timeout)??;
         Ok(Accepted { notification, recorded })
     }
-}
-
-/// `POST /iotpay/notify`: answers `SUCCESS` (v1: `success`) only once the notification is
-/// committed. The source was admitted by [`gate::gate`] before the body was read.
-pub async fn notify(
-    State(ingest): State<Ingest>,
-    Extension(Admitted { ip: client }): Extension<Admitted>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let result = match body {
-        Ok(body) => match BodyKind::from_headers(&headers, &body) {
-            Ok(kind) => ingest.accept(kind, &body, query.as_deref(), Some(client)).await,
-            Err(e) => Err(e),
-        },
-        Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => Err(IngestError::TooLarge),
-        Err(_) => Err(IngestError::BodyRead),
-    };
-    if let Err(e) = &result {
-        if e.spends_budget() {
-            ingest.guard.record_failure(client);
-        }
-    }
-    let latency = started.elapsed();
-    let outcome = match &result {
-        Ok(a) if a.recorded.inserted => "stored",
-        Ok(_) => "duplicate",
-        Err(e) => e.outcome(),
-    };
-    metrics::counter!("iotpay_notifications_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("iotpay_notify_duration_seconds", "outcome" => outcome).record(latency.as_secs_f64());
-    // Microseconds are enough; more digits are float noise (0.10029700000000001).
-    let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    match result {
-        Ok(a) => {
-            if a.recorded.differs_from_stored {
-                metrics::counter!("iotpay_notification_mismatches_total").increment(1);
-                tracing::warn!(event_id = %a.recorded.event_id, "repeat notification differs from the stored event; the stored event is kept and the confirmation query decides");
-            }
-            tracing::info!(
-                mch_id = %a.notification.mch_id,
-                pay_order_id = %a.notification.pay_order_id,
-                event_id = %a.recorded.event_id,
-                event_type = %a.notification.event_type,
-                notification_count = a.recorded.notification_count,
-                remote = %client,
-                outcome,
-                latency_ms,
-                "notification accepted"
-            );
-            (StatusCode::OK, acknowledgement(a.notification.api_version)).into_response()
-        }
-        Err(e) => {
-            let status = e.status();
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(remote = %client, outcome, latency_ms, error = %e, "notification not stored");
-            } else {
-                // The error may quote what the sender wrote: escaped and cut, never raw.
-                let error = loggable(&e.to_string());
-                let mch_id = match &e {
-                    IngestError::BadSign { mch_id } => Some(mch_id.as_str()),
-                    _ => None,
-                };
-                tracing::warn!(remote = %client, mch_id, outcome, latency_ms, error = ?error, "notification refused");
-            }
-            (status, "FAIL").into_response()
-        }
-    }
-}
-
-/// Longest untrusted text put in one log field.
-const MAX_LOGGED_CHARS: usize = 200;
-
-/// Untrusted text for a log field: cut to [`MAX_LOGGED_CHARS`] characters (log it with `?`, which
-/// escapes newlines and quotes, so it can never forge a line or a field).
-pub fn loggable(text: &str) -> String {
-    match text.char_indices().nth(MAX_LOGGED_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-/// The body IOTPay's platform waits for before it stops re-sending: the card APIs want
-/// `SUCCESS`, the general API (v1) `success`.
-pub fn acknowledgement(version: ApiVersion) -> &'static str {
-    match version {
-        ApiVersion::V3 | ApiVersion::V2 => "SUCCESS",
-        ApiVersion::V1 => iotpay::v1::ACK,
-    }
-}
-
-fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
-    matches!(e, axum::extract::rejection::FailedToBufferBody::LengthLimitError(_))
 }

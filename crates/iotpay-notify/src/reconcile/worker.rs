@@ -13,8 +13,8 @@ use super::ReconcileSettings;
 use crate::domain::{ApiVersion, MchId};
 use crate::iotpay::query::{FoundOrder, QueryClient, QueryError};
 use crate::iotpay::TimeZone;
-use crate::store::group_commit::{BatchWrite, GroupCommit, GroupSettings};
-use crate::store::reconcile::{self, Applied, ClaimedOrder, OrderDecision, Outcome};
+use crate::store::group_commit::{GroupCommit, GroupSettings};
+use crate::store::reconcile::{self, Applied, ClaimedOrder, DecisionWriter, OrderDecision, Outcome};
 use crate::store::StoreError;
 
 /// Orders claimed per look at the queue (all looked at concurrently).
@@ -28,23 +28,8 @@ pub struct Reconciler {
     settings: ReconcileSettings,
     lease: Duration,
     zone: TimeZone,
-    decisions: GroupCommit<Decisions>,
+    decisions: GroupCommit<DecisionWriter>,
     name: String,
-}
-
-/// Records decisions through group commit: looks finishing together share one transaction.
-struct Decisions {
-    forward_urls: Vec<String>,
-}
-
-impl BatchWrite for Decisions {
-    type Item = OrderDecision;
-    type Output = Applied;
-    const NAME: &'static str = "reconcile";
-
-    async fn write(&self, pool: &PgPool, items: &[OrderDecision]) -> Result<Vec<Applied>, StoreError> {
-        reconcile::apply_batch(pool, items, &self.forward_urls).await
-    }
 }
 
 /// The parts a reconciler is built from.
@@ -65,7 +50,7 @@ impl Reconciler {
     /// Builds a replica named `name` (its lease tokens start with it). Starts its decision
     /// writers: call within a runtime.
     pub fn new(pool: PgPool, parts: Parts, name: &str) -> Self {
-        let writer = Decisions { forward_urls: parts.forward_urls };
+        let writer = DecisionWriter { forward_urls: parts.forward_urls };
         let group = GroupSettings { max_batch: BATCH as usize, max_wait: Duration::ZERO, writers: 2 };
         let decisions = GroupCommit::start(pool.clone(), writer, group);
         Self {

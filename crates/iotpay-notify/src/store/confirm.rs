@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Row};
 
+use super::group_commit::BatchWrite;
 use super::row::event_columns;
 use super::{deliveries, EventStatus, StoreError, StoredEvent};
 
@@ -167,6 +168,25 @@ pub async fn apply(
     };
     let mut applied = apply_batch(pool, std::slice::from_ref(&one), give_up_after, forward_urls).await?;
     Ok(applied.pop().expect("one result per decision"))
+}
+
+/// The confirmation queue's writer: decisions finishing together recorded in one transaction
+/// ([`apply_batch`]).
+pub struct DecisionWriter {
+    /// How long after its first notification an event is given up on (`CONFIRM_GIVE_UP_AFTER_SECS`).
+    pub give_up_after: Duration,
+    /// Where each confirmation is delivered.
+    pub forward_urls: Vec<String>,
+}
+
+impl BatchWrite for DecisionWriter {
+    type Item = Decided;
+    type Output = Applied;
+    const NAME: &'static str = "confirm";
+
+    async fn write(&self, pool: &PgPool, items: &[Decided]) -> Result<Vec<Applied>, StoreError> {
+        apply_batch(pool, items, self.give_up_after, &self.forward_urls).await
+    }
 }
 
 /// Records many decisions in ONE statement (one transaction, one round trip). Each applies only

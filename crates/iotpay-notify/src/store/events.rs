@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use sqlx::{PgPool, Row};
 
+use super::group_commit::BatchWrite;
 use super::StoreError;
 use crate::domain::{Cents, EventId};
 use crate::iotpay::Notification;
@@ -39,6 +40,19 @@ pub struct Recorded {
 pub async fn record_notification(pool: &PgPool, new: &NewNotification) -> Result<Recorded, StoreError> {
     let mut out = record_batch(pool, std::slice::from_ref(new)).await?;
     Ok(out.pop().expect("one result per input"))
+}
+
+/// The ingest queue's writer: concurrent notifications stored in one transaction ([`record_batch`]).
+pub struct NotificationWriter;
+
+impl BatchWrite for NotificationWriter {
+    type Item = NewNotification;
+    type Output = Recorded;
+    const NAME: &'static str = "ingest";
+
+    async fn write(&self, pool: &PgPool, items: &[NewNotification]) -> Result<Vec<Recorded>, StoreError> {
+        record_batch(pool, items).await
+    }
 }
 
 /// Stores notifications in ONE statement (one transaction, one round trip): every notification

@@ -5,8 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::group_commit::BatchWrite;
 use super::row::event_columns;
-use super::{DeliveryStatus, StoredEvent};
+use super::{DeliveryStatus, StoreError, StoredEvent};
 
 /// A delivery claimed by this worker until its lease expires.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -115,6 +116,20 @@ pub struct Attempt {
 pub async fn record(pool: &PgPool, a: &Attempt) -> Result<bool, sqlx::Error> {
     let mut held = record_batch(pool, std::slice::from_ref(a)).await?;
     Ok(held.pop().expect("one result per attempt"))
+}
+
+/// The delivery queue's writer: attempts finishing together recorded in one transaction
+/// ([`record_batch`]).
+pub struct AttemptWriter;
+
+impl BatchWrite for AttemptWriter {
+    type Item = Attempt;
+    type Output = bool;
+    const NAME: &'static str = "forward";
+
+    async fn write(&self, pool: &PgPool, items: &[Attempt]) -> Result<Vec<bool>, StoreError> {
+        Ok(record_batch(pool, items).await?)
+    }
 }
 
 /// Appends every attempt to the history and applies each outcome, in ONE statement (one

@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod events;
 pub mod forward;
 pub mod group_commit;
+pub mod listen;
 pub mod occupancy;
 pub mod ops;
 pub mod orders;

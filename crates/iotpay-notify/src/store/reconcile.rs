@@ -8,123 +8,15 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::group_commit::BatchWrite;
 use super::row::event_columns;
 use super::{begin_queue_tx, EventStatus, StoreError, StoredEvent};
 use crate::domain::EventType;
 
 mod found;
+mod types;
 use found::store_found;
-
-/// An expected order claimed for one look, with what the payment events already say about it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ClaimedOrder {
-    /// The merchant.
-    pub mch_id: String,
-    /// The merchant's order number.
-    pub mch_order_no: String,
-    /// `v3`, `v2` or `v1`.
-    pub api_version: String,
-    /// Amount in cents.
-    pub amount: i64,
-    /// Currency code.
-    pub currency: String,
-    /// Reconciliation queries made before this claim.
-    pub checks: i32,
-    /// `expires_at` has passed (database clock).
-    pub expired: bool,
-    /// The claim's token.
-    pub leased_by: String,
-    /// A confirmed `payment.succeeded` for the order with its amount and currency.
-    pub paid_event: Option<String>,
-    /// A confirmed `payment.succeeded` for the order with another amount or currency.
-    pub contradicting_event: Option<String>,
-    /// A confirmed `payment.failed` for the order (IOTPay notified a failure and confirmed it).
-    pub failed_event: Option<String>,
-    /// A notification for the order is stored and still being confirmed.
-    pub notification_pending: bool,
-}
-
-/// A payment the reconciler found and verified against the order, to store as confirmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundPayment {
-    /// Derived exactly as for a notification of the same payment.
-    pub event_id: String,
-    /// IOTPay's id of the transaction.
-    pub pay_order_id: String,
-    /// IOTPay's status code.
-    pub iotpay_status: i64,
-    /// `payType` as reported.
-    pub pay_type: Option<String>,
-    /// `paySuccTime` as reported.
-    pub pay_succ_time: Option<String>,
-    /// `paySuccTime` as an RFC 3339 instant, resolved as for a notification.
-    pub pay_succ_at: Option<String>,
-    /// v3/v2 `channel`, v1 `channelId`.
-    pub channel: Option<String>,
-    /// v1 `channelOrderNo`.
-    pub channel_order_no: Option<String>,
-}
-
-/// What one look at an order decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Paid and every field agrees: store the event as confirmed and forward it.
-    Paid(FoundPayment),
-    /// A final state (`paid` by a confirmed payment already stored, `cancelled`, `expired` or
-    /// `mismatch`), the event that settles it if any, and why.
-    Settled {
-        /// The state.
-        state: &'static str,
-        /// The payment event behind it.
-        event_id: Option<String>,
-        /// Why, for `last_error`.
-        reason: String,
-    },
-    /// Not settled: look again after `delay` (never later than `expires_at` while it is ahead).
-    Retry {
-        /// Why, for `last_error`.
-        reason: String,
-        /// When to look again.
-        delay: Duration,
-    },
-}
-
-/// The decision of one claim, to be recorded under its lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderDecision {
-    /// The merchant.
-    pub mch_id: String,
-    /// The merchant's order number.
-    pub mch_order_no: String,
-    /// The claim's token ([`ClaimedOrder::leased_by`]).
-    pub token: String,
-    /// What to record.
-    pub outcome: Outcome,
-    /// IOTPay was queried for this decision (counted in `checks`).
-    pub queried: bool,
-    /// When to look again if a [`Outcome::Paid`] cannot settle the order yet: a notification
-    /// of the same payment is stored and still being confirmed, and its confirmation decides.
-    pub retry: Duration,
-}
-
-/// What recording a decision did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The order is now `paid`. `stored`: this decision stored the event (a payment IOTPay's
-    /// notification never delivered), with this many deliveries.
-    Paid {
-        /// The event was written by this decision.
-        stored: bool,
-        /// Deliveries created.
-        deliveries: u64,
-    },
-    /// The order is now in a final state other than `paid`.
-    Settled,
-    /// Still `expected`, looked at again later.
-    Rescheduled,
-    /// The lease was lost (expired and re-claimed, or already decided): nothing written.
-    LeaseLost,
-}
+pub use types::{Applied, ClaimedOrder, FoundPayment, OrderDecision, Outcome};
 
 /// Claims up to `limit` due expected orders for `lease`, each with what its stored payment
 /// events say. One short transaction.
@@ -203,6 +95,23 @@ impl ClaimedOrder {
 pub async fn apply(pool: &PgPool, decision: &OrderDecision, endpoints: &[String]) -> Result<Applied, StoreError> {
     let mut applied = apply_batch(pool, std::slice::from_ref(decision), endpoints).await?;
     Ok(applied.pop().expect("one result per decision"))
+}
+
+/// The reconciliation queue's writer: looks finishing together recorded in one transaction
+/// ([`apply_batch`]).
+pub struct DecisionWriter {
+    /// Where each found payment is delivered.
+    pub forward_urls: Vec<String>,
+}
+
+impl BatchWrite for DecisionWriter {
+    type Item = OrderDecision;
+    type Output = Applied;
+    const NAME: &'static str = "reconcile";
+
+    async fn write(&self, pool: &PgPool, items: &[OrderDecision]) -> Result<Vec<Applied>, StoreError> {
+        apply_batch(pool, items, &self.forward_urls).await
+    }
 }
 
 /// Records many decisions in ONE transaction. Each applies only while its token still holds the
