@@ -79,13 +79,9 @@ async fn the_public_listener_serves_no_api_and_readiness_from_memory() {
 #[tokio::test]
 async fn a_flood_of_public_readyz_sends_nothing_to_the_database() {
     let db = TestDatabase::create().await;
-    let upstream = tokio::net::lookup_host(format!("{}:{}", db.options.get_host(), db.options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let upstream = common::proxy::server_of(&db).await;
     let meter = ByteMeter::start(upstream).await;
-    let proxied = db.options.clone().host("127.0.0.1").port(meter.addr.port());
+    let proxied = common::proxy::through(&db, meter.addr);
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy_with(proxied);
     let app = TestApp::spawn_on(pool, &db.url()).await;
     assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);

@@ -278,14 +278,9 @@ fn a_taken_admin_port_fails_before_the_database_is_touched() {
 #[tokio::test]
 async fn a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let db = TestDatabase::create().await;
-    let upstream = tokio::net::lookup_host(format!("{}:{}", db.options.get_host(), db.options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let upstream = common::proxy::server_of(&db).await;
     let proxy = proxy::TcpProxy::start(upstream).await;
-    let through_proxy =
-        sqlx::ConnectOptions::to_url_lossy(&db.options.clone().host("127.0.0.1").port(proxy.addr.port())).to_string();
+    let through_proxy = sqlx::ConnectOptions::to_url_lossy(&common::proxy::through(&db, proxy.addr)).to_string();
     let served = Served::start(&through_proxy, &[("LOG_FORMAT", "json")]).await;
     let readyz = |base: String| async move { reqwest::get(format!("{base}/readyz")).await.unwrap().status().as_u16() };
     let until = |want: u16| {

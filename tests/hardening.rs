@@ -15,19 +15,6 @@ use tokio::net::TcpStream;
 
 const PROXY: (&str, &str) = ("NOTIFY_TRUSTED_PROXIES", "127.0.0.1/32");
 
-async fn post_via_proxy(app: &TestApp, xff: &str, body: String) -> u16 {
-    app.client
-        .post(app.url("/iotpay/notify"))
-        .header("content-type", "application/json")
-        .header("x-forwarded-for", xff)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn stored_remote(db: &TestDatabase, pay_order_id: &str) -> Option<String> {
     sqlx::query_scalar(
         "SELECT n.remote_addr FROM notifications n JOIN payment_events e USING (event_id) WHERE e.pay_order_id = $1",
@@ -60,7 +47,7 @@ async fn forwarded_for_is_walked_right_to_left_and_garbage_is_refused() {
         ("A7", "198.51.100.7, unknown", 403),
     ];
     for (order, xff, expected) in cases {
-        assert_eq!(post_via_proxy(&app, xff, signed(v3_pay(order, 100), KEY)).await, expected, "XFF {xff}");
+        assert_eq!(app.post_forwarded(xff, signed(v3_pay(order, 100), KEY)).await, expected, "XFF {xff}");
     }
     assert_eq!(stored_remote(&db, "A4").await.as_deref(), Some("198.51.100.7"), "port dropped");
     assert_eq!(stored_remote(&db, "A5").await.as_deref(), Some("2001:db8::1"));
@@ -138,11 +125,11 @@ async fn refused_sources_are_answered_before_their_body_and_hold_no_slot() {
     }
     assert!(started.elapsed() < Duration::from_secs(3), "answered at once, not after the request timeout");
     // An allowed address out of failure budget announcing a large body: 429 at once.
-    assert_eq!(post_via_proxy(&app, "198.51.100.66", "{}".into()).await, 400);
+    assert_eq!(app.post_forwarded("198.51.100.66", "{}".into()).await, 400);
     let mut big = announce_body(&app, "198.51.100.66", 60_000).await;
     assert_eq!(status_line(&mut big, Duration::from_secs(2)).await.as_deref(), Some("HTTP/1.1 429 Too Many Requests"));
     // The idle connections are still open, and a genuine notification is not shed.
-    assert_eq!(post_via_proxy(&app, "198.51.100.7", signed(v3_pay("G1", 100), KEY)).await, 200);
+    assert_eq!(app.post_forwarded("198.51.100.7", signed(v3_pay("G1", 100), KEY)).await, 200);
     drop(idle);
 }
 
@@ -158,29 +145,29 @@ async fn a_correctly_signed_notification_is_never_refused_by_the_failure_budget(
     let mut foreign = v3_pay("X1", 100);
     foreign["mchId"] = json!("99999999");
     for _ in 0..5 {
-        let s = post_via_proxy(&app, iotpay, signed(foreign.clone(), "THEIRKEY")).await;
+        let s = app.post_forwarded(iotpay, signed(foreign.clone(), "THEIRKEY")).await;
         assert!(s == 401 || s == 429, "{s}");
     }
-    assert_eq!(post_via_proxy(&app, iotpay, signed(v3_pay("R1", 100), KEY)).await, 200);
+    assert_eq!(app.post_forwarded(iotpay, signed(v3_pay("R1", 100), KEY)).await, 200);
 
     // Forged signs from a shared address spend its budget, but not the genuine sender's way in.
     let shared = "198.51.100.8";
     let mut forged = Vec::new();
     for i in 0..8 {
-        forged.push(post_via_proxy(&app, shared, signed(v3_pay(&format!("F{i}"), 100), "FORGEDKEY")).await);
+        forged.push(app.post_forwarded(shared, signed(v3_pay(&format!("F{i}"), 100), "FORGEDKEY")).await);
     }
     assert_eq!(forged, [401, 401, 401, 429, 429, 429, 429, 429]);
-    assert_eq!(post_via_proxy(&app, shared, signed(v3_pay("R2", 100), KEY)).await, 200);
+    assert_eq!(app.post_forwarded(shared, signed(v3_pay("R2", 100), KEY)).await, 200);
     // A correctly signed notification that fails a field check is answered 400, spends nothing,
     // and is never turned into a 429.
     let fresh = "198.51.100.9";
     let mut bad_currency = v3_pay("B1", 100);
     bad_currency["currency"] = json!("CANADIAN");
     for _ in 0..6 {
-        assert_eq!(post_via_proxy(&app, fresh, signed(bad_currency.clone(), KEY)).await, 400);
+        assert_eq!(app.post_forwarded(fresh, signed(bad_currency.clone(), KEY)).await, 400);
     }
-    assert_eq!(post_via_proxy(&app, fresh, signed(v3_pay("F9", 100), "FORGEDKEY")).await, 401, "budget untouched");
-    assert_eq!(post_via_proxy(&app, fresh, signed(v3_pay("R3", 100), KEY)).await, 200);
+    assert_eq!(app.post_forwarded(fresh, signed(v3_pay("F9", 100), "FORGEDKEY")).await, 401, "budget untouched");
+    assert_eq!(app.post_forwarded(fresh, signed(v3_pay("R3", 100), KEY)).await, 200);
     let stored: Vec<String> =
         sqlx::query_scalar("SELECT pay_order_id FROM payment_events ORDER BY 1").fetch_all(&db.pool).await.unwrap();
     assert_eq!(stored, ["R1", "R2", "R3"]);
@@ -335,10 +322,10 @@ async fn ipv6_clients_share_a_failure_budget_per_64() {
     let mut statuses = Vec::new();
     for i in 1..=6 {
         let from = format!("2001:db8:1:2::{i:x}");
-        statuses.push(post_via_proxy(&app, &from, signed(v3_pay("F", 100), "FORGEDKEY")).await);
+        statuses.push(app.post_forwarded(&from, signed(v3_pay("F", 100), "FORGEDKEY")).await);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
-    assert_eq!(post_via_proxy(&app, "2001:db8:1:3::1", signed(v3_pay("F", 100), "FORGEDKEY")).await, 401);
+    assert_eq!(app.post_forwarded("2001:db8:1:3::1", signed(v3_pay("F", 100), "FORGEDKEY")).await, 401);
 }
 
 /// Item 7: the limiter's map is bounded whatever the arrival rate of new addresses.

@@ -129,19 +129,6 @@ fn spliced_amount(raw: &str) -> Vec<u8> {
     format!("{},\"amount\":{raw},\"sign\":\"{s}\"}}", body.trim_end_matches('}')).into_bytes()
 }
 
-async fn post_from(app: &TestApp, client_ip: &str, body: String) -> u16 {
-    app.client
-        .post(app.url("/iotpay/notify"))
-        .header("content-type", "application/json")
-        .header("x-forwarded-for", client_ip)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn forged_flood_is_limited_per_source_without_starving_real_notifications() {
     let db = TestDatabase::create().await;
@@ -155,9 +142,9 @@ async fn forged_flood_is_limited_per_source_without_starving_real_notifications(
     let iotpay = "198.51.100.7";
     let mut statuses = Vec::new();
     for i in 0..100 {
-        statuses.push(post_from(&app, attacker, signed(v3_pay(&format!("F{i}"), 100), "FORGEDKEY")).await);
+        statuses.push(app.post_forwarded(attacker, signed(v3_pay(&format!("F{i}"), 100), "FORGEDKEY")).await);
         if i % 10 == 0 {
-            assert_eq!(post_from(&app, iotpay, signed(v3_pay(&format!("R{i}"), 100), KEY)).await, 200);
+            assert_eq!(app.post_forwarded(iotpay, signed(v3_pay(&format!("R{i}"), 100), KEY)).await, 200);
         }
     }
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 20, "the budget is spent on 401s");
@@ -183,12 +170,12 @@ async fn allowlist_refuses_other_networks_and_ignores_untrusted_forwarded_for() 
         &[("NOTIFY_ALLOWED_CIDRS", "198.51.100.0/24"), ("NOTIFY_TRUSTED_PROXIES", "127.0.0.1")],
     )
     .await;
-    assert_eq!(post_from(&app, "203.0.113.9", signed(v3_pay("PA", 100), KEY)).await, 403);
-    assert_eq!(post_from(&app, "198.51.100.20", signed(v3_pay("PB", 100), KEY)).await, 200);
+    assert_eq!(app.post_forwarded("203.0.113.9", signed(v3_pay("PA", 100), KEY)).await, 403);
+    assert_eq!(app.post_forwarded("198.51.100.20", signed(v3_pay("PB", 100), KEY)).await, 200);
 
     // Without a trusted proxy, X-Forwarded-For is ignored: the loopback peer is not allowed.
     let direct = TestApp::spawn_with(db.pool.clone(), &db.url(), &[("NOTIFY_ALLOWED_CIDRS", "198.51.100.0/24")]).await;
-    assert_eq!(post_from(&direct, "198.51.100.20", signed(v3_pay("PC", 100), KEY)).await, 403);
+    assert_eq!(direct.post_forwarded("198.51.100.20", signed(v3_pay("PC", 100), KEY)).await, 403);
     assert_eq!(count(&db.pool, "payment_events").await, 1);
 }
 

@@ -208,13 +208,9 @@ async fn full_card_number_is_masked_before_storage() {
 #[tokio::test]
 async fn database_outage_answers_503_quickly_and_recovers() {
     let db = TestDatabase::create().await;
-    let upstream = tokio::net::lookup_host(format!("{}:{}", db.options.get_host(), db.options.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let upstream = common::proxy::server_of(&db).await;
     let proxy = TcpProxy::start(upstream).await;
-    let proxied = db.options.clone().host("127.0.0.1").port(proxy.addr.port());
+    let proxied = common::proxy::through(&db, proxy.addr);
     let pool =
         PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(2)).connect_lazy_with(proxied);
     let app = TestApp::spawn_on(pool, &db.url()).await;

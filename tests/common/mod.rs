@@ -86,6 +86,13 @@ impl TestApp {
         self.post(body.as_bytes().to_vec(), Some("application/json")).await
     }
 
+    /// POSTs a JSON body as a trusted proxy would, naming the client in `X-Forwarded-For`;
+    /// returns the status.
+    pub async fn post_forwarded(&self, xff: &str, body: String) -> u16 {
+        let req = self.client.post(self.url("/iotpay/notify")).header("content-type", "application/json");
+        req.header("x-forwarded-for", xff).body(body).send().await.expect("request sent").status().as_u16()
+    }
+
     pub async fn post(&self, body: Vec<u8>, content_type: Option<&str>) -> (u16, String) {
         let mut req = self.client.post(self.url("/iotpay/notify")).body(body);
         if let Some(ct) = content_type {

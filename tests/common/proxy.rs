@@ -8,6 +8,17 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
+/// The address of the test database's server, to put a proxy in front of.
+pub async fn server_of(db: &iotpay_devtools::testing::TestDatabase) -> SocketAddr {
+    let (host, port) = (db.options.get_host(), db.options.get_port());
+    tokio::net::lookup_host(format!("{host}:{port}")).await.unwrap().next().unwrap()
+}
+
+/// The test database's connection options, through a proxy listening on `proxy`.
+pub fn through(db: &iotpay_devtools::testing::TestDatabase, proxy: SocketAddr) -> sqlx::postgres::PgConnectOptions {
+    db.options.clone().host("127.0.0.1").port(proxy.port())
+}
+
 pub struct TcpProxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,

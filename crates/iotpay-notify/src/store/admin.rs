@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 
 use super::confirm::PENDING_CHANNEL;
-use super::row::{event_columns, serialize_fields};
+use super::row::{delivery_counts_of_page, event_columns, serialize_fields};
 use super::{EventStatus, StoredEvent};
 
 /// Filters of the event list; every filter that is set must match.
@@ -112,11 +112,9 @@ pub async fn list_events(
                     AND ($10::timestamptz IS NULL OR (created_at, event_id) < ($10, $11::text))
                   ORDER BY created_at DESC, event_id DESC
                   LIMIT $12) AS e
-           LEFT JOIN LATERAL (
-                SELECT count(*) AS deliveries,
-                       count(*) FILTER (WHERE status = 'delivered') AS delivered,
-                       count(*) FILTER (WHERE status = 'dead') AS dead
-                  FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
+           ",
+        delivery_counts_of_page!(),
+        "
           ORDER BY e.created_at DESC, e.event_id DESC",
     ))
     .bind(filter.status.map(EventStatus::as_str))

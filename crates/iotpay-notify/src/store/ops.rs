@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::admin::ListedEvent;
 use super::deliveries::DELIVERIES_CHANNEL;
-use super::row::event_columns;
+use super::row::{delivery_counts_of_page, event_columns};
 use super::{DeliveryStatus, EventStatus, StoredEvent};
 
 /// Events, newest first, optionally by status and creation time.
@@ -26,11 +26,9 @@ pub async fn list_events(
                     AND ($2::timestamptz IS NULL OR created_at >= $2)
                   ORDER BY created_at DESC, event_id
                   LIMIT $3) AS e
-           LEFT JOIN LATERAL (
-                SELECT count(*) AS deliveries,
-                       count(*) FILTER (WHERE status = 'delivered') AS delivered,
-                       count(*) FILTER (WHERE status = 'dead') AS dead
-                  FROM deliveries WHERE deliveries.event_id = e.event_id) AS d ON true
+           ",
+        delivery_counts_of_page!(),
+        "
           ORDER BY e.created_at DESC, e.event_id",
     ))
     .bind(status.map(EventStatus::as_str))
