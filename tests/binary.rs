@@ -3,18 +3,11 @@
 mod common;
 mod forwarding;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use iotpay_devtools::testing::TestDatabase;
-
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    // No inherited configuration, and no .env file in the working directory.
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
-    cmd
-}
 
 #[test]
 fn missing_variable_is_named_in_one_line() {
@@ -104,10 +97,6 @@ async fn a_missing_database_is_named_once() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.matches("does not exist").count(), 1, "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

@@ -2,17 +2,13 @@
 //! uses. It ignores `DATABASE_URL` (the local loop's `.env` sets one), and `--database-url`
 //! refuses a database that holds any data.
 
+mod common;
+
 use std::process::{Command, Output};
 
+use common::binary;
 use iotpay_devtools::testing::TestDatabase;
 use sqlx::PgPool;
-
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    // No inherited configuration, and no .env file in the working directory.
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
-    cmd
-}
 
 async fn run(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs")).await.unwrap()

@@ -12,16 +12,6 @@ use common::*;
 use iotpay_devtools::testing::TestDatabase;
 use serde_json::{json, Value};
 
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn serve(db: &TestDatabase, port: u16) -> Command {
     let mut cmd = binary();
     cmd.arg("serve")

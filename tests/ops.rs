@@ -4,20 +4,13 @@
 mod common;
 mod forwarding;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use forwarding::*;
 use iotpay_devtools::testing::TestDatabase;
 use serde_json::Value;
-
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    // No inherited configuration, and no .env file in the working directory.
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
-    cmd
-}
 
 /// Runs a command with only DATABASE_URL set (no merchants, no forwarding secret).
 async fn ops(db: &TestDatabase, args: &[&str]) -> Output {
@@ -153,10 +146,6 @@ async fn operator_commands_list_show_and_redrive() {
     let out = cmd.args(["events", "list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

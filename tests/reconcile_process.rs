@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,16 +19,6 @@ use iotpay_notify::iotpay::TimeZone;
 use iotpay_notify::reconcile::{Parts, ReconcileSettings, Reconciler};
 use iotpay_notify::store::orders::{self, NewOrder, Registered};
 use sqlx::PgPool;
-
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A `serve` replica against the sandbox, reconciling at once and often.
 fn replica(db: &TestDatabase, sandbox: &Sandbox, port: u16) -> Child {

@@ -183,3 +183,16 @@ pub fn terminate(child: &mut std::process::Child, within: std::time::Duration) {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// The `iotpay-notify` binary this test run built, with no inherited configuration and no `.env`
+/// file in its working directory.
+pub fn binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iotpay-notify"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
+    cmd
+}
+
+/// A port free a moment ago, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
