@@ -178,4 +178,36 @@ mod tests {
         assert_eq!(status(sqlx::Error::RowNotFound), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status(sqlx::Error::ColumnNotFound("x".into())), StatusCode::INTERNAL_SERVER_ERROR);
     }
+
+    /// The admin router puts `api_errors_as_json` outside tower-http's `TimeoutLayer` (60 s there):
+    /// a request that outlives it under `/api/` gets the API's JSON error, elsewhere the layer's own.
+    #[tokio::test]
+    async fn a_timeout_under_api_gets_the_api_error_body() {
+        use axum::body::Body;
+        use tower::ServiceExt as _;
+        let slow = || async {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            "late"
+        };
+        let app = axum::Router::new()
+            .route("/api/v1/slow", axum::routing::get(slow))
+            .route("/slow", axum::routing::get(slow))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                std::time::Duration::from_millis(20),
+            ))
+            .layer(axum::middleware::from_fn(api_errors_as_json));
+        let get = |path: &str| axum::http::Request::get(path).body(Body::empty()).unwrap();
+
+        let api = app.clone().oneshot(get("/api/v1/slow")).await.unwrap();
+        assert_eq!(api.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(api.headers()[header::CONTENT_TYPE], "application/json");
+        let body: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(api.into_body(), 4096).await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+
+        let page = app.oneshot(get("/slow")).await.unwrap();
+        assert_eq!(page.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(page.headers().get(header::CONTENT_TYPE).is_none_or(|v| v != "application/json"));
+    }
 }
