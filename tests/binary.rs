@@ -105,13 +105,7 @@ async fn serve_logs_json_without_secrets_and_stops_on_sigterm() {
     let port = free_port();
     let log_path = std::env::temp_dir().join(format!("iotpay-notify-log-{}", uuid_like()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = binary()
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("IOTPAY_MERCHANTS", merchants_env())
-        // The confirmation worker must not reach the real IOTPay from a test: a closed local port.
-        .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
+    let mut child = serve_command(&db.url(), port)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
@@ -185,17 +179,8 @@ impl Served {
     /// Starts `serve` on a free port with `env`, and waits until it answers `/healthz`.
     async fn start(database_url: &str, env: &[(&str, &str)]) -> Served {
         let port = free_port();
-        let mut cmd = binary();
-        cmd.arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("IOTPAY_MERCHANTS", merchants_env())
-            // Never the real IOTPay from a test: a closed local port.
-            .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
-            .env("IOTPAY_V2_API_URL", "http://127.0.0.1:9/v2")
-            .env("IOTPAY_V1_API_URL", "http://127.0.0.1:9/v1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = serve_command(database_url, port);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -89,15 +89,7 @@ async fn two_workers_drain_a_backlog_without_duplicates() {
 
     // The whole backlog appears at once (one transaction), as after an outage of the endpoints.
     let t0 = Instant::now();
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    for id in &ids {
-        store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    confirm_at_once(&db.pool, &ids, &endpoints).await;
     let total = EVENTS * 2;
     wait_until(Duration::from_secs(60), "backlog drained", || async {
         deliveries_with(&db.pool, "delivered").await == total

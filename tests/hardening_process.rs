@@ -13,17 +13,10 @@ use iotpay_devtools::testing::TestDatabase;
 use serde_json::{json, Value};
 
 fn serve(db: &TestDatabase, port: u16) -> Command {
-    let mut cmd = binary();
-    cmd.arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("IOTPAY_MERCHANTS", merchants_env())
-        // A closed local port: every check is inconclusive and logs a warning, so the
-        // confirmation worker keeps writing log lines.
-        .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
-        .env("CONFIRM_FIRST_RETRY_MS", "100")
-        .env("CONFIRM_MAX_BACKOFF_MS", "200")
-        .env("RUST_LOG", "info");
+    // IOTPay at a closed local port: every check is inconclusive and logs a warning, so the
+    // confirmation worker keeps writing log lines.
+    let mut cmd = serve_command(&db.url(), port);
+    cmd.env("CONFIRM_FIRST_RETRY_MS", "100").env("CONFIRM_MAX_BACKOFF_MS", "200").env("RUST_LOG", "info");
     cmd
 }
 

@@ -179,12 +179,8 @@ async fn serve_forwards_confirmed_events_and_stops_cleanly() {
 /// Starts `serve` forwarding to `endpoints`; returns the child once /healthz answers.
 async fn spawn_serve(db: &TestDatabase, endpoints: &[String], extra: &[(&str, &str)]) -> (std::process::Child, u16) {
     let port = free_port();
-    let mut cmd = binary();
-    cmd.arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("IOTPAY_MERCHANTS", merchants_env())
-        .env("FORWARD_URLS", endpoints.join(","))
+    let mut cmd = serve_command(&db.url(), port);
+    cmd.env("FORWARD_URLS", endpoints.join(","))
         .env("FORWARD_SECRET", SECRET)
         .env("FORWARD_POLL_MS", "50")
         .stdout(Stdio::null())
@@ -215,15 +211,7 @@ async fn two_serve_processes_drain_one_backlog_without_duplicates() {
     let (mut second, _) = spawn_serve(&db, &endpoints, &knobs).await;
 
     let t0 = Instant::now();
-    let mut tx = db.pool.begin().await.unwrap();
-    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    for id in &ids {
-        iotpay_notify::store::deliveries::enqueue(&mut tx, id, &endpoints).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    confirm_at_once(&db.pool, &ids, &endpoints).await;
     let total = EVENTS * 2;
     wait_until(Duration::from_secs(90), "backlog drained", || async {
         deliveries_with(&db.pool, "delivered").await == total

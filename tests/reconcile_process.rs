@@ -22,11 +22,7 @@ use sqlx::PgPool;
 
 /// A `serve` replica against the sandbox, reconciling at once and often.
 fn replica(db: &TestDatabase, sandbox: &Sandbox, port: u16) -> Child {
-    binary()
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("IOTPAY_MERCHANTS", merchants_env())
+    serve_command(&db.url(), port)
         .env("IOTPAY_V3_API_URL", sandbox.v3_api_url())
         .env("IOTPAY_V2_API_URL", sandbox.v2_api_url())
         .env("IOTPAY_V1_API_URL", sandbox.v1_api_url())

@@ -196,3 +196,18 @@ pub fn binary() -> std::process::Command {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// `serve` on `127.0.0.1:port` over `database_url` with the test merchants, its IOTPay query URLs
+/// at a closed local port (a test never reaches the real IOTPay: each check fails at once and is
+/// inconclusive). Later `.env` calls override any of these.
+pub fn serve_command(database_url: &str, port: u16) -> std::process::Command {
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("IOTPAY_MERCHANTS", merchants_env())
+        .env("IOTPAY_V3_API_URL", "http://127.0.0.1:9/v3")
+        .env("IOTPAY_V2_API_URL", "http://127.0.0.1:9/v2")
+        .env("IOTPAY_V1_API_URL", "http://127.0.0.1:9/v1");
+    cmd
+}

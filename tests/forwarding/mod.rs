@@ -197,6 +197,20 @@ pub async fn insert_events(pool: &PgPool, prefix: &str, n: i64) -> Vec<String> {
     .unwrap()
 }
 
+/// Confirms every event and enqueues their deliveries in ONE transaction: the whole backlog
+/// appears at once, as after an outage of the endpoints.
+pub async fn confirm_at_once(pool: &PgPool, event_ids: &[String], endpoints: &[String]) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE payment_events SET status = 'confirmed', confirmed_at = now()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for id in event_ids {
+        store::deliveries::enqueue(&mut tx, id, endpoints).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 /// Confirms events the way the confirmation worker does: one transaction per event that sets
 /// `confirmed`, enqueues one delivery per endpoint and notifies table consumers.
 pub async fn confirm(pool: &PgPool, event_ids: &[String], endpoints: &[String]) {
