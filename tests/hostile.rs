@@ -29,6 +29,12 @@ fn edited(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
+/// Rewrites the (correct) `sign` of `m` with `f`.
+fn pad_sign(m: &mut serde_json::Map<String, Value>, f: impl FnOnce(&str) -> String) {
+    let sign = m["sign"].as_str().unwrap().to_owned();
+    m.insert("sign".into(), json!(f(&sign)));
+}
+
 /// A correctly signed body with `raw` spliced in before the closing brace.
 fn spliced(raw: &str) -> Vec<u8> {
     let body = signed(v3_pay("PM", 100), KEY);
@@ -65,6 +71,9 @@ async fn malformed_requests_get_clear_statuses_and_store_nothing() {
         ("short sign", edited(|m| drop(m.insert("sign".into(), json!("ABC")))), JSON, 400),
         ("non-hex sign", edited(|m| drop(m.insert("sign".into(), json!("Z".repeat(32))))), JSON, 400),
         ("numeric sign", edited(|m| drop(m.insert("sign".into(), json!(12345)))), JSON, 400),
+        ("sign padded with spaces", edited(|m| pad_sign(m, |s| format!(" {s} "))), JSON, 400),
+        ("sign one digit too long", edited(|m| pad_sign(m, |s| format!("{s}0"))), JSON, 400),
+        ("sign with an inner space", edited(|m| pad_sign(m, |s| format!("{} {}", &s[..16], &s[17..]))), JSON, 400),
         ("missing mchId", without("mchId"), JSON, 400),
         ("missing amount", without("amount"), JSON, 400),
         ("missing payOrderId", without("payOrderId"), JSON, 400),
@@ -108,6 +117,19 @@ async fn malformed_requests_get_clear_statuses_and_store_nothing() {
     assert_eq!(count(&db.pool, "notifications").await, 0);
     // And the service still works.
     assert_eq!(app.post_json(&signed(v3_pay("PGOOD", 100), KEY)).await.0, 200);
+}
+
+/// A sign is hex: its case carries nothing, so a correct sign in lower case is accepted (and the
+/// same notification in upper case is the same event).
+#[tokio::test]
+async fn a_correct_sign_in_lower_case_is_accepted() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(&db).await;
+    let lower = edited(|m| pad_sign(m, str::to_ascii_lowercase));
+    assert_eq!(app.post(lower, JSON).await, (200, "SUCCESS".to_owned()));
+    assert_eq!(app.post(edited(|_| {}), JSON).await, (200, "SUCCESS".to_owned()));
+    assert_eq!(count(&db.pool, "payment_events").await, 1);
+    assert_eq!(count(&db.pool, "notifications").await, 2);
 }
 
 /// A signed body whose `amount` is replaced by raw JSON text (re-signed over that text).
